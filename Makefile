@@ -1,0 +1,38 @@
+# Quick start: `make demo` (runs the main job on the built-in phantom benchmark)
+# and `make test` (the default test suite). Both create or refresh .venv from
+# pyproject.toml; the stamp files make a second call cheap.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The CPU torch wheel sits on disk; pip must see it before any index offers a CUDA build.
+PIP    := $(PY) -m pip --disable-pip-version-check
+
+.PHONY: demo test test-slow bench venv venv-test clean
+
+$(VENV)/.stamp-base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.stamp-base
+venv-test: $(VENV)/.stamp-test
+
+demo: venv
+	$(PY) -m experiments.run --flagfile=experiments/flags/demo.flags
+
+test: venv-test
+	$(PY) -m pytest -q
+
+test-slow: venv-test
+	$(PY) -m pytest -q -m slow
+
+bench: venv-test
+	$(PY) -m experiments.bench all
+
+clean:
+	rm -rf $(VENV)
