@@ -1,0 +1,55 @@
+"""ASSFT's Active Test Time Sample Query (DKD + ASD, Eq. 1-16) and its ablations.
+
+Scores are computed over the queryable cases (the set being ranked): PD's ranking,
+min-max and the quantile transform all see exactly the candidates. `assft` is the same
+selection as `dkd_asd`; the SSFT stage is the loop's flag, not part of the query.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from assft_jax.scoring import assft
+from assft_jax.strategies.base import Table, alias, register, top
+
+
+def _dkd(table: Table) -> np.ndarray:
+  return assft.dkd(table.get("emb_0"), table.get("emb_r"))
+
+
+@register("dkd", keys=("emb_0", "emb_r"))
+def dkd_high(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+  """High DKD (Table 6)."""
+  return top(_dkd(table), budget)
+
+
+@register("dkd_low", keys=("emb_0", "emb_r"))
+def dkd_low(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+  """Low DKD (Table 6 ablation)."""
+  return top(_dkd(table), budget, highest=False)
+
+
+@register("asd", keys=("asd",))
+def asd_high(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+  """High ASD with tau(r) (Table 7)."""
+  return top(table.get("asd"), budget)
+
+
+@register("asd_low", keys=("asd",))
+def asd_low(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+  """Low ASD with tau(r) (Table 7 ablation)."""
+  return top(table.get("asd"), budget, highest=False)
+
+
+@register("asd_tau1", keys=("asd_tau1",))
+def asd_tau1(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+  """High ASD with tau = 1 (Table 7 ablation)."""
+  return top(table.get("asd_tau1"), budget)
+
+
+@register("dkd_asd", keys=("emb_0", "emb_r", "asd"))
+def dkd_asd(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+  """Top N_B by Q = QT(minmax(DKD)) + QT(minmax(ASD)) (Eq. 12-16)."""
+  return top(assft.query_score(_dkd(table), table.get("asd")), budget)
+
+
+alias("assft", "dkd_asd")

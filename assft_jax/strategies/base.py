@@ -1,0 +1,139 @@
+"""The strategy interface, its input checks and the name registry.
+
+A strategy is data in, ids out (STYLE.md §5): `select(stats, pool, budget, rng, **ctx)`.
+  stats:  dict of numpy arrays aligned on stats["ids"] (labeled and unlabeled cases);
+          scalar keys are [N], embeddings [N, F] (see BUILD_NOTES "Module contracts").
+  pool:   assft_jax.pool.Pool; only `pool.queryable` may be returned.
+  budget: how many ids to return (>= 1, <= len(pool.queryable); with `allow_all=True`
+          a larger budget returns every queryable case, in the strategy's order).
+  rng:    np.random.Generator, the only source of randomness.
+  ctx:    r, R (round info) and per-strategy options, documented in each module.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from assft_jax.pool import Pool
+
+
+class StrategyError(ValueError):
+  """Bad input to a query strategy (budget, pool, stats or name)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """The rows of `stats` a strategy may read, gathered once after the checks.
+
+  cand:    the queryable ids, in pool order; strategies return indices into it.
+  labeled: the labeled ids that appear in stats (anchors / initial centers).
+  """
+  stats: Mapping[str, np.ndarray]
+  cand: tuple[str, ...]
+  labeled: tuple[str, ...]
+  unlabeled: tuple[str, ...]
+  row: Mapping[str, int]
+
+  def get(self, key: str, which: str = "cand") -> np.ndarray:
+    ids = {"cand": self.cand, "labeled": self.labeled, "unlabeled": self.unlabeled}[which]
+    return np.asarray(self.stats[key])[[self.row[i] for i in ids]]
+
+
+SelectFn = Callable[..., Sequence[int]]  # (table, budget, rng, **ctx) -> cand indices
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  name: str
+  keys: tuple[str, ...]          # stats keys read on unlabeled rows (presence, NaN)
+  fn: SelectFn
+  labeled_keys: tuple[str, ...] = ()  # keys read on labeled rows
+  doc: str = ""
+
+  def select(self, stats: Mapping, pool: Pool, budget: int, rng: np.random.Generator,
+             *, allow_all: bool = False, **ctx) -> list[str]:
+    table, n = check_inputs(self.name, stats, pool, budget, self.keys,
+                            self.labeled_keys, allow_all)
+    idx = [int(i) for i in self.fn(table, n, rng, **ctx)]
+    if len(idx) != n or len(set(idx)) != n:
+      raise AssertionError(f"strategy {self.name!r} returned {idx} for budget {n}")
+    return [table.cand[i] for i in idx]
+
+
+_REGISTRY: dict[str, Strategy] = {}
+
+
+def register(name: str, keys: Sequence[str], labeled_keys: Sequence[str] = ()):
+  """Decorator: registers `fn(table, budget, rng, **ctx) -> cand indices` as `name`."""
+  def deco(fn: SelectFn) -> SelectFn:
+    if name in _REGISTRY:
+      raise ValueError(f"strategy {name!r} registered twice")
+    _REGISTRY[name] = Strategy(name, tuple(keys), fn, tuple(labeled_keys))
+    return fn
+  return deco
+
+
+def alias(name: str, target: str) -> None:
+  _REGISTRY[name] = dataclasses.replace(_REGISTRY[target], name=name)
+
+
+def get(name: str) -> Strategy:
+  if name not in _REGISTRY:
+    raise StrategyError(f"unknown strategy {name!r}; valid names: {', '.join(names())}")
+  return _REGISTRY[name]
+
+
+def names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def check_inputs(name: str, stats: Mapping, pool: Pool, budget: int, keys: Sequence[str],
+                 labeled_keys: Sequence[str], allow_all: bool) -> tuple[Table, int]:
+  """Validates one select call; returns the table and the effective budget."""
+  cand = pool.queryable
+  if not cand:
+    raise StrategyError(f"{name}: the pool has no queryable case (unlabeled="
+                        f"{len(pool.unlabeled)}, excluded={len(pool.excluded)})")
+  if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+    raise StrategyError(f"{name}: budget must be an integer >= 1, got {budget!r}")
+  if budget > len(cand) and not allow_all:
+    raise StrategyError(f"{name}: budget {budget} exceeds the {len(cand)} queryable cases "
+                        "(pass allow_all=True to select them all)")
+  if "ids" not in stats:
+    raise StrategyError(f"{name}: stats has no 'ids' entry")
+  row = {str(i): k for k, i in enumerate(stats["ids"])}
+  labeled = tuple(i for i in pool.labeled_ids if i in row)
+  need = pool.unlabeled + (pool.labeled_ids if labeled_keys else ())
+  missing = [i for i in need if i not in row]
+  if missing:
+    raise StrategyError(f"{name}: stats has no row for cases {missing[:10]}"
+                        f"{' ...' if len(missing) > 10 else ''}")
+  absent = [k for k in (*keys, *labeled_keys) if k not in stats]
+  if absent:
+    raise StrategyError(f"{name}: stats lacks keys {absent} (has {sorted(stats)})")
+  table = Table(stats, cand, labeled, pool.unlabeled, row)
+  checks = [(k, "unlabeled") for k in keys] + [(k, "labeled") for k in labeled_keys]
+  for k, which in checks:
+    v = np.asarray(table.get(k, which), np.float64)
+    if len(v) == 0:
+      continue
+    bad = ~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
+    if bad.any():
+      first = [getattr(table, which)[j] for j in np.flatnonzero(bad)[:5]]
+      raise StrategyError(f"{name}: stats[{k!r}] has NaN/inf for case(s) {first}")
+  return table, min(int(budget), len(cand))
+
+
+# ---- shared selection helpers ------------------------------------------------------------
+
+def top(scores: np.ndarray, k: int, highest: bool = True) -> np.ndarray:
+  """Indices of the k highest (or lowest) scores; ties keep pool order (stable)."""
+  s = np.asarray(scores, np.float64)
+  return np.argsort(-s if highest else s, kind="stable")[:k]
+
+
+def seed_from(rng: np.random.Generator) -> int:
+  """An int seed for sklearn, drawn from the strategy's generator."""
+  return int(rng.integers(0, 2**31 - 1))

@@ -1,0 +1,115 @@
+"""Benchmark section `scoring`: voxel-statistics kernels vs numpy; PD/DKD at scale.
+
+Command: `python -m experiments.bench scoring` (or, directly,
+`python -c "from experiments.benchmarks import scoring; print(scoring.run(quick=False))"`).
+Rows: the jitted `reduce_case_stats` vs the same statistics in vectorised numpy float32
+(ratio = jax / numpy); DKD (PAKD + PD, O(N F) via cumulative sums) at N = 1,000 and
+10,000, F = 512 (goal <= 2 s), vs a direct O(N^2) numpy formula at N = 1,000; and the
+select time of the heavier strategies at N = 2,000.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from assft_jax import strategies
+from assft_jax.pool import Pool
+from assft_jax.scoring import assft, kernels
+from experiments.benchmarks.timing import median_time, row
+
+
+def _numpy_stats(p: np.ndarray, tau: float) -> dict[str, np.ndarray]:
+  """The same per-case statistics as kernels.reduce_case_stats, in numpy float32."""
+  n, c = p.shape[0], p.shape[-1]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    h = -np.where(p > 0, p * np.log(p), 0).sum(-1).reshape(n, -1)
+  top2 = np.partition(p, c - 2, axis=-1)[..., -2:].reshape(n, -1, 2)
+  marg = top2[..., 1] - top2[..., 0]
+  flat = p.reshape(n, -1, c)
+  fg = flat.argmax(-1) != 0
+  pmax_fg = flat[..., 1:].max(-1)
+  out = {"entropy": h.mean(1), "lc": (1 - flat.max(-1)).mean(1), "margin": marg.mean(1),
+         "asd": np.where(flat[..., 0] / tau < pmax_fg, h, 0).mean(1),
+         "asd_tau1": np.where(flat[..., 0] < pmax_fg, h, 0).mean(1),
+         "conf": np.where(fg, marg, 0).sum(1) / np.maximum(fg.sum(1), 1),
+         "fg_frac": fg.mean(1), "usum": h.sum(1)}
+  u = []
+  for hi in h:
+    counts, edges = np.histogram(hi, bins=100, range=(0, math.log(c)))
+    left = np.r_[-1, counts[:-1]]
+    right = np.r_[counts[1:], -1]
+    i = int(np.argmax((counts > 0) & (counts >= left) & (counts > right)))
+    above = hi[hi > edges[i + 1]]
+    u.append(above.mean() if above.size else 0.0)
+  out["ugtst"] = np.asarray(u)
+  return out
+
+
+def _probs(n, shape, c, seed=0):
+  z = np.random.default_rng(seed).normal(size=(n, *shape, c)).astype(np.float32) * 2
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def _pd_direct(embr, pakd):
+  """Eq. 3-4 with a full [N, N] cosine matrix: the O(N^2) reference formula."""
+  u = embr / np.linalg.norm(embr, axis=1, keepdims=True)
+  order = np.argsort(-pakd, kind="stable")
+  s = u[order]
+  n = len(s)
+  dist = 1 - s @ s.T
+  c = np.arange(n)[:, None]
+  w = np.tril(c - np.arange(n)[None, :], -1)  # weight c - j for j < c (0-based)
+  pd = np.ones(n)
+  pd[1:] = (w * dist).sum(1)[1:] / w.sum(1)[1:]
+  out = np.empty(n)
+  out[order] = pd
+  return out
+
+
+def run(quick: bool) -> list[dict]:
+  rows = []
+  n, shape, c = (2, (32, 32, 32), 4) if quick else (2, (64, 96, 96), 8)
+  p = _probs(n, shape, c)
+  tau = kernels.temperature(1, 5)
+  jt = median_time(lambda: kernels.reduce_case_stats(p, 1, 5))
+  nt = median_time(lambda: _numpy_stats(p, tau), warmup=1, repeats=3)
+  rows.append(row(f"reduce_case_stats [{n},{'x'.join(map(str, shape))},{c}]", jt,
+                  "numpy float32", nt))
+
+  rng = np.random.default_rng(0)
+  for n_emb in (1_000, 10_000):
+    e0 = rng.normal(size=(n_emb, 512)).astype(np.float32)
+    er = (e0 + 0.3 * rng.normal(size=e0.shape)).astype(np.float32)
+    t = median_time(lambda: assft.dkd(e0, er), warmup=1, repeats=3)
+    extra = {}
+    if n_emb == 1_000:
+      k = assft.pakd(e0, er)
+      extra = {"ref": "O(N^2) numpy PD", "ref_s": median_time(
+          lambda: k * _pd_direct(e0.astype(np.float64), k), warmup=1, repeats=3)}
+      extra["ratio"] = t / extra["ref_s"]
+    rows.append(row(f"dkd N={n_emb} F=512 (goal <= 2 s)", t, **extra))
+
+  if not quick:
+    a = rng.normal(size=(10_000, 512)).astype(np.float32)
+    t = median_time(lambda: kernels.min_cosine_distance(a, a), warmup=1, repeats=3)
+    rows.append(row("min_cosine_distance 10k x 10k F=512 (blockwise, float32)", t))
+
+  n_s = 2_000 if not quick else 500
+  ids = [f"c{i}" for i in range(n_s)]
+  stats = {"ids": ids, "emb_0": rng.normal(size=(n_s, 512)),
+           "emb_r": rng.normal(size=(n_s, 512)), "badge": rng.normal(size=(n_s, 128))}
+  for k in ("entropy", "asd", "ugtst"):
+    stats[k] = rng.random(n_s)
+  pool = Pool(labeled={i: 0 for i in ids[:10]}, unlabeled=tuple(ids[10:]))
+  for name in ("coreset", "badge", "sann", "ugtst", "dkd_asd"):
+    t = median_time(lambda: strategies.get(name).select(
+        stats, pool, 50, np.random.default_rng(0)), warmup=1, repeats=3)
+    rows.append(row(f"select {name} N={n_s} budget=50", t))
+  return rows
+
+
+if __name__ == "__main__":
+  for r in run(quick=False):
+    print(r)
