@@ -1,0 +1,193 @@
+"""Reading a sweep directory: every run's `summary.json` becomes one `RunResult`.
+
+A sweep directory holds one workdir per cell (`DIR/<strategy>/seed_<k>/`), but any
+directory tree works: every `summary.json` below DIR is one run. DIR may itself be a
+single run's workdir.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+
+BOUND_STRATEGIES = ("lower_bound", "upper_bound")  # the loop's --lower/--upper_bound runs
+
+
+class ReportError(ValueError):
+  """Bad or missing report input; the message names the file and what is wrong."""
+
+
+# The paper's display names (Tables 1-5). Keys are normalised: lower case, '-' -> '_'.
+DISPLAY_NAMES = {
+    "rand": "RAND", "random": "RAND",
+    "fg_rand": "FG-RAND", "fg_random": "FG-RAND",
+    "enpy": "ENPY", "entropy": "ENPY",
+    "lcon": "LCON", "lc": "LCON", "least_confidence": "LCON",
+    "mmar": "MMAR", "margin": "MMAR",
+    "coreset": "Core-set", "core_set": "Core-set",
+    "badge": "BADGE",
+    "sann": "SANN",
+    "ugtst": "UGTST",
+    "cup": "CUP",
+    "dkd": "DKD",
+    "asd": "ASD",
+    "dkd_low": "Low DKD", "asd_low": "Low ASD", "asd_tau1": "ASD (τ=1)",  # Tables 6-7
+    "dkd_asd": "DKD+ASD", "dkd+asd": "DKD+ASD",
+    "assft": "ASSFT",
+}
+# Row order of the paper's tables; unknown names follow in alphabetical order, and the
+# reference method (ASSFT) always comes last, as in the paper.
+PAPER_ORDER = ("RAND", "FG-RAND", "ENPY", "LCON", "MMAR", "Core-set", "BADGE", "SANN",
+               "UGTST", "CUP", "DKD", "Low DKD", "ASD", "Low ASD", "ASD (τ=1)", "DKD+ASD",
+               "ASSFT")
+
+
+def display_name(strategy: str, ssft: bool) -> str:
+  """The paper's name of a run's method, e.g. ("dkd_asd", False) -> "DKD+ASD".
+
+  `assft` is the registry's alias of `dkd_asd`, so both name ASSFT with selective
+  semi-supervised fine-tuning and DKD+ASD without it (the paper's two rows). Any other
+  strategy run with SSFT gets a "+SSFT" suffix, so it never pools with the same
+  strategy run without it.
+  """
+  key = strategy.strip().lower().replace("-", "_")
+  name = DISPLAY_NAMES.get(key, strategy)
+  if name in ("ASSFT", "DKD+ASD"):
+    return "ASSFT" if ssft else "DKD+ASD"
+  return name + "+SSFT" if ssft else name
+
+
+def method_sort_key(name: str, reference: str = "ASSFT") -> tuple:
+  base, _, suffix = name.partition("+SSFT")
+  if name == reference:
+    return (2, 0, "", "")
+  if base in PAPER_ORDER:
+    return (0, PAPER_ORDER.index(base), suffix, name)
+  return (1, 0, name, "")
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundResult:
+  """One evaluated round of one run. Dice values are fractions in [0, 1]."""
+  round: int
+  n_labeled: int
+  label: str                        # the budget's display label, e.g. "5%" or "n=3"
+  dice_per_case: Mapping[str, float]
+  dice_per_class: Mapping[str, float]
+  queried: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  workdir: Path
+  strategy: str
+  method: str
+  ssft: bool
+  seed: int
+  complete: bool
+  rounds: tuple[RoundResult, ...]
+  lower_bound: float | None
+  upper_bound: float | None
+
+  @property
+  def bound(self) -> str | None:
+    """"lower_bound"/"upper_bound" for a bound run (no active learning), else None."""
+    return self.strategy if self.strategy in BOUND_STRATEGIES else None
+
+
+def _fail(path: Path, what: str) -> ReportError:
+  return ReportError(f"{path}: {what}")
+
+
+def _dice(path: Path, where: str, v: Any) -> float:
+  """A Dice value as float; NaN is kept (dropped later, and counted in the report)."""
+  if isinstance(v, bool) or not isinstance(v, (int, float)) and v is not None:
+    raise _fail(path, f"{where} is {v!r}, expected a number in [0, 1]")
+  x = math.nan if v is None else float(v)
+  if not math.isnan(x) and not 0.0 <= x <= 1.0:
+    raise _fail(path, f"{where} = {x} is outside [0, 1] (Dice must be a fraction)")
+  return x
+
+
+def _budget_label(labels: Any, r: int, n_labeled: int) -> str:
+  """`budget_label` is indexed by round number (entry 0 = the one-shot init)."""
+  if isinstance(labels, list) and 0 <= r < len(labels) and labels[r]:
+    return str(labels[r])
+  return f"n={n_labeled}"
+
+
+def _parse_round(path: Path, i: int, d: Any, labels: Any) -> RoundResult:
+  if not isinstance(d, dict):
+    raise _fail(path, f"rounds[{i}] is not an object")
+  for k in ("round", "n_labeled", "dice_per_case"):
+    if k not in d:
+      raise _fail(path, f"rounds[{i}] lacks the key {k!r}")
+  per_case, per_class = d["dice_per_case"], d.get("dice_per_class") or {}
+  if not isinstance(per_case, dict) or not isinstance(per_class, dict):
+    raise _fail(path, f"rounds[{i}].dice_per_case/dice_per_class must be objects")
+  r, n = int(d["round"]), int(d["n_labeled"])
+  return RoundResult(
+      round=r, n_labeled=n, label=_budget_label(labels, r, n),
+      dice_per_case={str(k): _dice(path, f"rounds[{i}].dice_per_case[{k!r}]", v)
+                     for k, v in per_case.items()},
+      dice_per_class={str(k): _dice(path, f"rounds[{i}].dice_per_class[{k!r}]", v)
+                      for k, v in per_class.items()},
+      queried=tuple(str(q) for q in d.get("queried") or ()))
+
+
+def _bound(path: Path, d: Mapping, key: str) -> float | None:
+  v = d.get(key)
+  return None if v is None else _dice(path, key, v)
+
+
+def load_run(path: Path) -> RunResult:
+  """Parses one `summary.json`; raises ReportError naming the file on bad content."""
+  try:
+    d = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise _fail(path, f"cannot read JSON ({e})") from e
+  if not isinstance(d, dict):
+    raise _fail(path, "top level is not an object")
+  for k in ("strategy", "seed", "rounds"):
+    if k not in d:
+      raise _fail(path, f"lacks the key {k!r}")
+  if not isinstance(d["rounds"], list):
+    raise _fail(path, "'rounds' is not a list")
+  labels = d.get("budget_label")
+  rounds = tuple(sorted((_parse_round(path, i, x, labels) for i, x in enumerate(d["rounds"])),
+                        key=lambda x: x.round))
+  ssft = bool(d.get("ssft", False))
+  return RunResult(
+      workdir=path.parent, strategy=str(d["strategy"]),
+      method=display_name(str(d["strategy"]), ssft), ssft=ssft, seed=int(d["seed"]),
+      complete=bool(d.get("complete", False)), rounds=rounds,
+      lower_bound=_bound(path, d, "lower_bound"), upper_bound=_bound(path, d, "upper_bound"))
+
+
+def find_summaries(root: Path) -> list[Path]:
+  """Every summary.json below root (root included), in a stable order."""
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("round_"))
+    if "summary.json" in filenames:
+      out.append(Path(dirpath) / "summary.json")
+  return sorted(out)
+
+
+def load_runs(root: str | os.PathLike) -> list[RunResult]:
+  """All runs below `root`. Raises ReportError if root is missing or holds no run."""
+  root = Path(root)
+  if not root.is_dir():
+    raise ReportError(f"{root}: not a directory")
+  paths = find_summaries(root)
+  if not paths:
+    raise ReportError(f"{root}: no runs found (no summary.json below it; expected "
+                      f"{root}/<strategy>/seed_<k>/summary.json)")
+  runs = [load_run(p) for p in paths]
+  if not any(r.rounds for r in runs):
+    raise ReportError(f"{root}: {len(runs)} summary.json found, but none has a round yet")
+  return runs

@@ -1,0 +1,70 @@
+"""Runs a grid of strategies x seeds, each cell its own resumable `experiments.run` run.
+
+  python -m experiments.sweep --flagfile=experiments/flags/demo.flags
+      --strategies=assft,rand --seeds=0,1,2 --out=/tmp/sweep [--epochs_round=2 ...]
+
+Cell workdirs are OUT/<strategy>/seed_<k>/. Cells whose summary.json says complete are
+skipped; the others are (re)started, which resumes them. Flags this script does not know
+are passed to every run (after --strategy/--seed/--workdir, so they win). A failing cell
+does not stop the sweep. Exit code: 1 if any cell failed (they are listed), else 3 if any
+cell waits for human labels (--oracle=manifest), else 0. Then the report is written
+(--noreport to skip).
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from assft_jax import errors
+
+flags.DEFINE_string("strategies", None, "Comma-separated strategy names, e.g. assft,rand.")
+flags.DEFINE_string("seeds", "0", "Comma-separated seeds or ranges, e.g. 0,1,2 or 0-4.")
+flags.DEFINE_string("out", None, "Sweep directory; one workdir per cell below it.")
+flags.DEFINE_bool("report", True, "Write the report into --out after the sweep.")
+flags.mark_flags_as_required(["strategies", "out"])
+FLAGS = flags.FLAGS
+
+
+def parse_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+  """Takes --flagfile out (it belongs to the runs, so absl must not expand it here),
+  parses this script's flags, and returns (flagfiles, pass-through args)."""
+  flagfiles, rest, i = [], [argv[0]], 1
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith(("--flagfile=", "-flagfile=")):
+      flagfiles.append(a.split("=", 1)[1])
+    elif a in ("--flagfile", "-flagfile") and i + 1 < len(argv):
+      flagfiles.append(argv[i + 1])
+      i += 1
+    else:
+      rest.append(a)
+    i += 1
+  try:
+    remaining = FLAGS(rest, known_only=True)
+  except flags.Error as e:  # what app.run's own parser would print, without a traceback
+    print(f"error: {e}\nusage: python -m experiments.sweep --flagfile=F "
+          "--strategies=a,b --seeds=0,1 --out=DIR [run flags ...]", file=sys.stderr)
+    raise SystemExit(1)
+  return flagfiles, [a for a in remaining[1:] if a != "--"]
+
+
+def main(args):
+  flagfiles, extra = args
+  from assft_jax import sweep
+  with errors.cli_errors():
+    cells = sweep.plan_cells(sweep.parse_strategies(FLAGS.strategies),
+                             sweep.parse_seeds(FLAGS.seeds), FLAGS.out)
+    result = sweep.run_sweep(cells, flagfiles, extra)
+    if FLAGS.report:
+      from assft_jax.report import ReportError, write_report
+      try:
+        for path in write_report(FLAGS.out).values():
+          print(f"wrote {path}")
+      except ReportError as e:
+        print(f"no report: {e}")
+  raise SystemExit(result.exit_code)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_argv)

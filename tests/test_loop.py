@@ -1,0 +1,206 @@
+"""End-to-end tests of Algorithm 1 on the smoke flagfile (16^3 phantoms, a few steps).
+
+One uninterrupted run is shared (module fixture); the phantom data, the source encoder
+and the XLA cache live in one shared cache dir so each further run pays only its rounds.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assft_jax import config as config_lib
+from assft_jax import flags as run_flags
+from assft_jax import loop, oracle, strategies, workdir as wd_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "flags" / "smoke.flags"
+
+
+def smoke_cfg(workdir: Path, cache: Path, *extra: str) -> config_lib.RunConfig:
+  return run_flags.parse([f"--flagfile={SMOKE}", f"--workdir={workdir}",
+                          f"--cache_dir={cache}", *extra])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+  return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, cache):
+  wd = tmp_path_factory.mktemp("smoke")
+  cfg = smoke_cfg(wd, cache)
+  summary = loop.run(cfg)
+  return cfg, wd, summary
+
+
+def test_summary_structure_and_pool_invariants(smoke):
+  cfg, wd, summary = smoke
+  on_disk = json.loads((wd / "summary.json").read_text())
+  assert on_disk == json.loads(json.dumps(summary))
+  assert summary["strategy"] == "assft" and summary["ssft"] is True
+  assert summary["complete"] is True
+  rounds = summary["rounds"]
+  assert [r["round"] for r in rounds] == list(range(cfg.al.rounds + 1))
+  n_b = config_lib.budget_per_round(cfg.al.budget, 0)
+  assert [r["n_labeled"] for r in rounds] == [1 + n_b * r for r in range(len(rounds))]
+  split = json.loads((wd / "split.json").read_text())
+  queried = [c for r in rounds for c in r["queried"]]
+  assert len(queried) == len(set(queried)), "a case was queried twice"
+  assert not set(queried) & set(split["test"]), "a test case was queried"
+  labeled_so_far: set[str] = set()
+  for r in rounds:
+    labeled_so_far |= set(r["queried"])
+    assert not set(r["pseudo"]) & labeled_so_far, "a pseudo-labelled case is labeled"
+    assert set(r["dice_per_case"]) == set(split["test"])
+    assert 0.0 <= r["dice_mean"] <= 1.0
+    assert set(r["dice_per_class"]) == set(summary["class_names"])
+    assert abs(np.mean(list(r["dice_per_case"].values())) - r["dice_mean"]) < 1e-9
+  # SSFT ran: N_SU = N_B * r pseudo cases (capped at the unlabeled pool).
+  assert [len(r["pseudo"]) for r in rounds[1:]] == [
+      min(n_b * r, len(split["pool"]) - (1 + n_b * r)) for r in range(1, len(rounds))]
+
+
+def test_exclusion_rule_holds(smoke):
+  _, wd, summary = smoke
+  rounds = summary["rounds"]
+  for prev, cur in zip(rounds[1:], rounds[2:]):
+    assert not set(prev["pseudo"]) & set(cur["queried"]), (
+        "a case pseudo-labelled in round r was queried in round r + 1 (paper §3.4)")
+
+
+def test_round_artifacts_reload(smoke):
+  _, wd, summary = smoke
+  from assft_jax import models
+  for r in summary["rounds"]:
+    rd = wd_lib.round_dir(wd, r["round"])
+    assert (rd / "DONE").exists()
+    pool = json.loads((rd / "pool.json").read_text())
+    assert len(pool["labeled"]) == r["n_labeled"]
+    slices = np.load(rd / "query_slices.npz")
+    for cid in r["queried"]:
+      assert slices[f"{cid}/image"].ndim == 2
+      assert slices[f"{cid}/pred"].shape == slices[f"{cid}/image"].shape
+    module, variables = models.load_pretrained(rd / "model")
+    assert module.out_channels == len(summary["class_names"]) + 1
+
+
+def test_resume_after_a_crash_matches_uninterrupted(smoke, tmp_path, cache):
+  cfg, wd, summary = smoke
+  # A crash in the middle of round 2: its directory is partial (no DONE marker).
+  crashed = tmp_path / "crashed"
+  shutil.copytree(wd, crashed)
+  last = wd_lib.round_dir(crashed, cfg.al.rounds)
+  (last / "DONE").unlink()
+  shutil.rmtree(last / "model")
+  resumed = loop.run(smoke_cfg(crashed, cache))
+  for a, b in zip(summary["rounds"], resumed["rounds"]):
+    assert a["queried"] == b["queried"] and a["pseudo"] == b["pseudo"]
+    assert abs(a["dice_mean"] - b["dice_mean"]) <= 1e-4
+  # And when the crash came before the query was written, the query is redrawn equal.
+  crashed2 = tmp_path / "crashed2"
+  shutil.copytree(wd, crashed2)
+  shutil.rmtree(wd_lib.round_dir(crashed2, cfg.al.rounds))
+  again = loop.run(smoke_cfg(crashed2, cache))
+  assert again["rounds"][-1]["queried"] == summary["rounds"][-1]["queried"]
+  assert abs(again["rounds"][-1]["dice_mean"] - summary["rounds"][-1]["dice_mean"]) <= 1e-4
+
+
+def test_workdir_with_another_config_is_refused(smoke, cache):
+  _, wd, _ = smoke
+  with pytest.raises(wd_lib.WorkdirError) as e:
+    loop.run(smoke_cfg(wd, cache, "--lr=0.5", "--strategy=random"))
+  msg = str(e.value)
+  assert "lr: 0.001 -> 0.5" in msg and "strategy: 'assft' -> 'random'" in msg
+  assert "--overwrite" in msg
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--strategy=nonsense"], "--strategy='nonsense' is unknown; valid: "),
+    (["--rounds=0"], "--rounds=0: must be at least 1"),
+    (["--budget=abc"], "--budget='abc'"),
+    (["--patch=15,16,16"], "--patch=15,16,16: need 3 sizes divisible by 4"),
+])
+def test_bad_flags_are_refused(tmp_path, cache, argv, needle):
+  with pytest.raises(config_lib.ConfigError, match=None) as e:
+    loop.run(smoke_cfg(tmp_path / "wd", cache, *argv))
+  assert needle in str(e.value)
+  if "strategy" in needle:
+    assert all(n in str(e.value) for n in strategies.names())
+
+
+def test_budget_over_the_pool_is_refused_before_training(tmp_path, cache):
+  with pytest.raises(config_lib.ConfigError) as e:
+    loop.run(smoke_cfg(tmp_path / "wd", cache, "--budget=5", "--rounds=3"))
+  assert "--budget=5 × --rounds=3" in str(e.value) and "target pool holds 9" in str(e.value)
+  assert not list((tmp_path / "wd").glob("round_*"))
+
+
+def test_cli_prints_one_clear_line_and_exits_1(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.run", f"--flagfile={SMOKE}",
+       f"--workdir={tmp_path / 'wd'}", "--strategy=nonsense"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert "Traceback" not in proc.stderr
+  assert "error: --strategy='nonsense' is unknown" in proc.stderr
+
+
+def test_manifest_oracle_waits_for_labels_then_continues(tmp_path, cache):
+  labels_dir = tmp_path / "labels"
+  wd = tmp_path / "wd"
+  argv = ["--oracle=manifest", f"--labels_dir={labels_dir}", "--rounds=1", "--nossft",
+          f"--annotation_dir={tmp_path / 'to_label'}"]
+  cfg = smoke_cfg(wd, cache, *argv)
+  # The CLI: exit code 3, the manifest, and no traceback.
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.run", f"--flagfile={SMOKE}", f"--workdir={wd}",
+       f"--cache_dir={cache}", *argv], cwd=ROOT, capture_output=True, text=True,
+      timeout=600)
+  assert proc.returncode == 3, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr and "missing label files (1)" in proc.stderr
+  manifest = wd / "round_000" / "to_annotate.csv"
+  rows = manifest.read_text().splitlines()
+  assert rows[0] == "case_id,image,label" and len(rows) == 2
+  case_id, image, label = rows[1].split(",")
+  assert Path(label) == labels_dir / f"{case_id}.nii.gz"
+  assert (tmp_path / "to_label" / Path(image).name).exists()
+
+  gt = _ground_truth_paths(cache)
+  labels_dir.mkdir()
+  shutil.copy(gt[case_id], label)
+  # Round 0 trains now; round 1 queries 2 more cases and waits again.
+  with pytest.raises(oracle.AnnotationPending) as e:
+    loop.run(cfg)
+  assert (wd / "round_000" / "DONE").exists()
+  rows = (wd / "round_001" / "to_annotate.csv").read_text().splitlines()[1:]
+  assert len(rows) == 2 and "missing label files (2)" in str(e.value)
+  (a, _, la), (b, _, lb) = (r.split(",") for r in rows)
+  # One valid label, one on the wrong grid: the invalid one is named, nothing is lost.
+  shutil.copy(gt[a], la)
+  _write_wrong_shape(lb)
+  with pytest.raises(oracle.AnnotationPending) as e:
+    loop.run(cfg)
+  assert "invalid label files (1)" in str(e.value) and b in str(e.value)
+  shutil.copy(gt[b], lb)
+  summary = loop.run(cfg)
+  assert summary["complete"] and [r["n_labeled"] for r in summary["rounds"]] == [1, 3]
+  assert sorted(summary["rounds"][1]["queried"]) == sorted([a, b])
+
+
+def _ground_truth_paths(cache: Path) -> dict[str, Path]:
+  root = next(cache.glob("phantom_mr_*"))
+  meta = json.loads((root / "dataset.json").read_text())
+  return {Path(t["label"]).name.replace(".nii.gz", ""): root / t["label"]
+          for t in meta["training"]}
+
+
+def _write_wrong_shape(path: str) -> None:
+  import nibabel as nib
+  nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)), path)
