@@ -22,8 +22,11 @@ $(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml
 venv: $(VENV)/.stamp-base
 venv-test: $(VENV)/.stamp-test
 
+# The main job on the built-in phantom benchmark: ASSFT and RAND, then the report
+# (runs/demo/report.md, runs/demo/dice_vs_budget.png). Rerunning resumes.
 demo: venv
-	$(PY) -m experiments.run --flagfile=experiments/flags/demo.flags
+	$(PY) -m experiments.sweep --flagfile=experiments/flags/demo.flags \
+	    --strategies=assft,random --seeds=0 --out=runs/demo
 
 test: venv-test
 	$(PY) -m pytest -q

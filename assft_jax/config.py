@@ -24,6 +24,10 @@ class DataConfig:
   """auto | msd | flare21 | nnunet | generic (see assft_jax.data.datasets)."""
   drop_labels: tuple[str, ...] = ()
   """Class names to merge into background (e.g. AMOS-MRI drops bladder, prostate/uterus)."""
+  include: str | None = None
+  """Regex on case ids: keep only matching cases (AMOS22 keeps CT < 500, MRI >= 500)."""
+  splits: tuple[str, ...] = ("training",)
+  """dataset.json lists to read (AMOS22 has 100 more labeled cases under "validation")."""
   pipeline: str = "paper"
   """paper (5-95 pct clip + z-score + fixed crop) | ctfm (HU window to 0..1)."""
   crop_size: tuple[int, ...] | None = None

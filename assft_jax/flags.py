@@ -17,11 +17,22 @@ def _csv(t) -> list[str] | None:
   return None if t is None else [str(x) for x in t]
 
 
-def define_flags() -> None:
-  """Defines the run flags once (absl refuses a second definition)."""
-  if "workdir" in flags.FLAGS:
-    return
-  f = flags
+class _Definer:
+  """flags.DEFINE_* bound to one FlagValues (tests parse into a fresh one)."""
+
+  def __init__(self, fv):
+    self._fv = fv
+
+  def __getattr__(self, name):
+    define = getattr(flags, name)
+    return lambda *a, **k: define(*a, flag_values=self._fv, **k)
+
+
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
+  """Defines the run flags on `fv` once (absl refuses a second definition)."""
+  if "workdir" in fv:
+    return fv
+  f = _Definer(fv)
   f.DEFINE_string("workdir", None, "Where the run writes everything (and resumes from).")
   f.DEFINE_integer("seed", 0, "Seed of the split, the queries and the training.")
   f.DEFINE_string("cache_dir", None, "Shared cache (phantom data, preprocessed arrays, source "
@@ -29,7 +40,9 @@ def define_flags() -> None:
   f.DEFINE_bool("overwrite", False, "Delete the workdir's run and start afresh.")
   # data
   f.DEFINE_string("data_dir", None, "NIfTI dataset root; default: the built-in phantom benchmark.")
-  f.DEFINE_string("layout", _D.layout, "auto | msd | flare21 | nnunet | generic.")
+  f.DEFINE_string("layout", _D.layout, "auto | msd | nnunet | flare21 | atlas | generic.")
+  f.DEFINE_string("include", None, "Regex on case ids; only matching cases are used.")
+  f.DEFINE_list("splits", list(_D.splits), "dataset.json lists to read (msd layout).")
   f.DEFINE_list("drop_labels", [], "Class names merged into background.")
   f.DEFINE_enum("pipeline", _D.pipeline, ["paper", "ctfm"], "Intensity preprocessing.")
   f.DEFINE_list("crop_size", None, "Fixed sub-volume D,H,W per case (paper §4.1).")
@@ -76,6 +89,14 @@ def define_flags() -> None:
   f.DEFINE_string("annotation_dir", None, "Manifest oracle: link queried images here.")
   f.DEFINE_bool("lower_bound", False, "Evaluate without any target fine-tuning.")
   f.DEFINE_bool("upper_bound", False, "Fine-tune on all target pool cases.")
+  return fv
+
+
+def parse(argv: list[str]) -> config_lib.RunConfig:
+  """RunConfig from command-line words (e.g. ['--flagfile=...', '--workdir=...'])."""
+  fv = define_flags(flags.FlagValues())
+  fv(["assft"] + list(argv))
+  return config_from_flags(fv)
 
 
 def _ints(name: str, v) -> tuple[int, ...] | None:
@@ -106,6 +127,7 @@ def config_from_flags(F=flags.FLAGS) -> config_lib.RunConfig:
       workdir=F.workdir, seed=F.seed, cache_dir=F.cache_dir,
       data=config_lib.DataConfig(
           data_dir=F.data_dir, layout=F.layout, drop_labels=tuple(F.drop_labels),
+          include=F.include, splits=tuple(F.splits),
           pipeline=F.pipeline, crop_size=_ints("crop_size", F.crop_size),
           spacing=_floats("spacing", F.spacing), orientation=F.orientation,
           test_fraction=F.test_fraction, phantom_domain=F.phantom_domain,

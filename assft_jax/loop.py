@@ -22,6 +22,7 @@ from assft_jax import session as session_lib
 from assft_jax import strategies
 from assft_jax import workdir as wd_lib
 from assft_jax.pool import Pool
+from assft_jax.scoring import assft
 
 log = logging.getLogger("assft_jax.loop")
 
@@ -33,7 +34,13 @@ def run(cfg: config_lib.RunConfig, overwrite: bool = False) -> dict:
     raise config_lib.ConfigError(
         f"--strategy={cfg.al.strategy!r} is unknown; valid: {', '.join(strategies.names())}")
   workdir = wd_lib.open_workdir(cfg, overwrite=overwrite)
-  sess = session_lib.Session.open(cfg, workdir)
+
+  def check(split):
+    if cfg.al.mode == "al":
+      n_b = config_lib.budget_per_round(cfg.al.budget, len(split["pool"]))
+      _check_budget(n_b, cfg.al.rounds, len(split["pool"]), cfg)
+
+  sess = session_lib.Session.open(cfg, workdir, check)
   if cfg.al.mode == "lower_bound":
     return _bound_run(sess, train=False)
   if cfg.al.mode == "upper_bound":
@@ -48,7 +55,6 @@ def _active_learning(sess: "session_lib.Session") -> dict:
   cfg, wd = sess.cfg, sess.workdir
   R = cfg.al.rounds
   n_b = config_lib.budget_per_round(cfg.al.budget, len(sess.split["pool"]))
-  _check_budget(n_b, R, len(sess.split["pool"]), cfg)
   summary = _load_summary(sess, n_b)
   done = wd_lib.last_done_round(wd)
   if done is None:
@@ -94,7 +100,7 @@ def _round(sess, summary, pool: Pool, variables, r: int, n_b: int) -> tuple[Pool
     budget = min(n_b, len(pool.queryable))
     ids = strategies.get(cfg.al.strategy).select(stats, pool, budget, rng, r=r, R=R)
     query = {"round": r, "strategy": cfg.al.strategy, "queried": list(ids),
-             "scores": _scores_of(stats, ids)}
+             "scores": _scores_of(stats, pool.queryable)}
     config_lib.write_json_atomic(rd / "query.json", query)
   queried = query["queried"]
   labels = {**sess.known_labels(pool), **sess.label(queried, r)}
@@ -190,13 +196,20 @@ def _check_budget(n_b: int, R: int, pool_size: int, cfg) -> None:
 
 
 def _scores_of(stats: Mapping[str, Any], ids) -> dict:
-  """The per-case scalar stats of the queried cases, kept with the query for the record."""
-  index = {c: i for i, c in enumerate(stats["ids"])}
+  """Every queryable case's scalar scores, kept with the query: the per-case stats, and
+  DKD and Q (Eq. 5, 16) over the same candidates as the ASSFT query ranks them."""
+  ids = list(ids)
+  index = [list(stats["ids"]).index(c) for c in ids]
   out = {}
   for key, v in stats.items():
     arr = np.asarray(v) if key != "ids" else None
     if arr is not None and arr.ndim == 1 and arr.shape[0] == len(stats["ids"]):
-      out[key] = {c: float(arr[index[c]]) for c in ids}
+      out[key] = dict(zip(ids, arr[index].astype(float).tolist()))
+  if "emb_0" in stats and len(ids) > 0:
+    dkd = assft.dkd(np.asarray(stats["emb_0"])[index], np.asarray(stats["emb_r"])[index])
+    out["dkd"] = dict(zip(ids, dkd.astype(float).tolist()))
+    q = assft.query_score(dkd, np.asarray(stats["asd"])[index])
+    out["Q"] = dict(zip(ids, q.astype(float).tolist()))
   return out
 
 

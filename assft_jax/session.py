@@ -45,16 +45,18 @@ class Session:
   # ------------------------------------------------------------------ construction
 
   @classmethod
-  def open(cls, cfg: config_lib.RunConfig, workdir: Path) -> "Session":
+  def open(cls, cfg: config_lib.RunConfig, workdir: Path, check=None) -> "Session":
+    """Data first (cheap, and where most user errors show), then `check(split)`, then
+    the model (which may pre-train the source encoder)."""
     dataset = load_dataset(cfg)
-    pcfg = data_lib.PreprocessConfig(
-        pipeline=cfg.data.pipeline, crop_size=cfg.data.crop_size,
-        spacing=cfg.data.spacing, orientation=cfg.data.orientation)
-    volumes = data_lib.prepare(dataset, pcfg, cfg.cache / "preprocessed")
+    volumes = data_lib.prepare(dataset, _pcfg(cfg), cfg.cache / "preprocessed")
     split = _split(cfg, workdir, dataset)
+    mesh = _mesh(cfg)
+    if check is not None:
+      check(split)
     module, variables0 = initial_model(cfg, len(dataset.class_names))
     return cls(cfg=cfg, workdir=workdir, dataset=dataset, volumes=volumes, split=split,
-               module=module, variables0=variables0, mesh=_mesh(cfg))
+               module=module, variables0=variables0, mesh=mesh)
 
   @property
   def class_names(self) -> tuple[str, ...]:
@@ -103,16 +105,10 @@ class Session:
     case = dataclasses.replace(self.dataset.case(cid), label=Path(path))
     ds = dataclasses.replace(self.dataset, cases=(case,))
     try:
-      vol = data_lib.prepare(ds, self._pcfg, self.cfg.cache / "annotated")[cid]
+      vol = data_lib.prepare(ds, _pcfg(self.cfg), self.cfg.cache / "annotated")[cid]
     except data_lib.DataError as e:
       raise ValueError(str(e)) from None
     return np.asarray(vol.label)
-
-  @property
-  def _pcfg(self):
-    d = self.cfg.data
-    return data_lib.PreprocessConfig(pipeline=d.pipeline, crop_size=d.crop_size,
-                                     spacing=d.spacing, orientation=d.orientation)
 
   # -------------------------------------------------------------------- training
 
@@ -207,13 +203,20 @@ class Session:
 # ----------------------------------------------------------------------- helpers
 
 
+def _pcfg(cfg: config_lib.RunConfig) -> "data_lib.PreprocessConfig":
+  d = cfg.data
+  return data_lib.PreprocessConfig(pipeline=d.pipeline, crop_size=d.crop_size,
+                                   spacing=d.spacing, orientation=d.orientation)
+
+
 def load_dataset(cfg: config_lib.RunConfig) -> data_lib.Dataset:
   """The user's dataset, or the built-in phantom target domain generated into the cache."""
   d = cfg.data
   root = Path(d.data_dir) if d.data_dir else pretrain.ensure_phantom(
       cfg.cache, d.phantom_domain, d.phantom_n, d.phantom_shape, d.phantom_seed)
   return data_lib.load_index(root, d.layout, drop_labels=d.drop_labels,
-                             require_labels=cfg.al.oracle == "ground_truth")
+                             require_labels=cfg.al.oracle == "ground_truth",
+                             include=d.include, splits=d.splits)
 
 
 def initial_model(cfg: config_lib.RunConfig, num_classes: int):

@@ -204,3 +204,20 @@ def _ground_truth_paths(cache: Path) -> dict[str, Path]:
 def _write_wrong_shape(path: str) -> None:
   import nibabel as nib
   nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)), path)
+
+
+def test_lower_and_upper_bound_runs(tmp_path, cache, smoke):
+  _, wd, summary = smoke
+  split = json.loads((wd / "split.json").read_text())
+  lo = loop.run(smoke_cfg(tmp_path / "lo", cache, "--lower_bound"))
+  hi = loop.run(smoke_cfg(tmp_path / "hi", cache, "--upper_bound"))
+  assert lo["strategy"] == "lower_bound" and hi["strategy"] == "upper_bound"
+  assert lo["rounds"][0]["n_labeled"] == 0
+  assert hi["rounds"][0]["n_labeled"] == len(split["pool"])
+  assert lo["lower_bound"] == lo["rounds"][0]["dice_mean"]
+  assert hi["upper_bound"] == hi["rounds"][0]["dice_mean"]
+  # Same seed, same split: the bounds are measured on the AL run's test cases.
+  assert set(lo["rounds"][0]["dice_per_case"]) == set(split["test"])
+  # The lower bound is F(0) itself: the AL run starts from the same network.
+  init = json.loads((tmp_path / "lo" / "config.json").read_text())
+  assert init["al"]["mode"] == "lower_bound"
