@@ -53,6 +53,8 @@ class ModelConfig:
   conv_impl: str = "auto"
   source_steps: int = 150
   """Steps of the phantom source-domain pretraining (only when `pretrained` is None)."""
+  source_lr: float = 3e-3
+  """Peak learning rate of that pretraining."""
 
 
 @dataclasses.dataclass(frozen=True)

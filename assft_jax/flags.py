@@ -63,6 +63,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
   f.DEFINE_enum("conv_impl", _M.conv_impl, ["auto", "native", "s2d"],
                 "Strided/transposed conv implementation; auto = s2d on CPU.")
   f.DEFINE_integer("source_steps", _M.source_steps, "Steps of phantom source pretraining.")
+  f.DEFINE_float("source_lr", _M.source_lr, "Peak learning rate of that pretraining.")
   # training
   f.DEFINE_integer("epochs_init", _T.epochs_init, "Epochs of the one-shot init (r = 0).")
   f.DEFINE_integer("epochs_round", _T.epochs_round, "Epochs of each fine-tuning stage.")
@@ -136,7 +137,7 @@ def config_from_flags(F=flags.FLAGS) -> config_lib.RunConfig:
       model=config_lib.ModelConfig(
           pretrained=F.pretrained, init_filters=F.init_filters,
           blocks_down=_ints("blocks_down", F.blocks_down), dsdepth=F.dsdepth, norm=F.norm,
-          conv_impl=F.conv_impl, source_steps=F.source_steps),
+          conv_impl=F.conv_impl, source_steps=F.source_steps, source_lr=F.source_lr),
       train=config_lib.TrainConfig(
           epochs_init=F.epochs_init, epochs_round=F.epochs_round,
           steps_per_epoch=F.steps_per_epoch, patch=_ints("patch", F.patch),

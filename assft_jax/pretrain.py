@@ -43,7 +43,7 @@ def ensure_source_encoder(cfg: config_lib.RunConfig) -> Path:
   m, d = cfg.model, cfg.data
   key = (f"source_encoder_f{m.init_filters}_b{''.join(map(str, m.blocks_down))}_{m.norm}"
          f"_{'x'.join(map(str, d.phantom_shape))}_n{d.phantom_n}_t{m.source_steps}"
-         f"_s{d.phantom_seed}")
+         f"_lr{m.source_lr:g}_s{d.phantom_seed}")
   out = cfg.cache / key
   if (out / "model.json").exists():
     return out
@@ -52,7 +52,7 @@ def ensure_source_encoder(cfg: config_lib.RunConfig) -> Path:
                   blocks_down=m.blocks_down, norm=m.norm, conv_impl=m.conv_impl,
                   n=d.phantom_n, shape=d.phantom_shape, seed=d.phantom_seed,
                   steps=m.source_steps, patch=cfg.train.patch,
-                  batch_size=cfg.train.batch_size, lr=max(cfg.train.lr, 1e-3))
+                  batch_size=cfg.train.batch_size, lr=m.source_lr)
   return out
 
 
