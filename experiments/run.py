@@ -8,9 +8,8 @@ Exit codes: 0 done; 1 a clear error (bad flag, bad data, ...); 3 waiting for ann
 from __future__ import annotations
 
 import logging
-import sys
-
 from absl import app, flags
+from absl import logging as absl_logging
 
 from assft_jax import errors, flags as run_flags
 
@@ -18,12 +17,26 @@ run_flags.define_flags()
 FLAGS = flags.FLAGS
 
 
+def quiet_libraries() -> None:
+  """Our progress at INFO; orbax/absl chatter (every checkpoint write) only at WARNING."""
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("assft_jax").setLevel(logging.INFO)
+
+
+def enable_compilation_cache(cfg) -> None:
+  """A persistent XLA cache in the run's cache dir: a resumed run or the next cell of a
+  sweep does not pay the compiles again."""
+  import jax
+  jax.config.update("jax_compilation_cache_dir", str(cfg.cache / "xla"))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.getLogger("assft_jax").setLevel(logging.INFO)
+  quiet_libraries()
   with errors.cli_errors():
     cfg = run_flags.config_from_flags(FLAGS)
+    enable_compilation_cache(cfg)
     from assft_jax import loop  # after flag parsing: keeps `--help` fast
     summary = loop.run(cfg, overwrite=FLAGS.overwrite)
     last = summary["rounds"][-1]
