@@ -1,0 +1,115 @@
+"""JAX-only behaviour of assft_jax.models: impl equivalence, remat, errors, checkpoints."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from assft_jax.models import (CheckpointError, SegResEncoder, SegResNetDS, build_model,
+                              init_variables, load_pretrained, model_config, save_pretrained)
+
+TINY = dict(init_filters=4, in_channels=1, blocks_down=(1, 1, 2), out_channels=3)
+
+
+def _x(shape=(2, 8, 8, 16, 1), seed=0):
+  return jax.random.normal(jax.random.key(seed), shape)
+
+
+def _diff(a, b) -> float:
+  return max(jax.tree.leaves(jax.tree.map(
+      lambda u, v: float(jnp.max(jnp.abs(jnp.asarray(u, jnp.float32) - v))), a, b)))
+
+
+def test_conv_impls_and_remat_agree_in_value_and_gradient():
+  """native vs s2d (exact rewrite) and remat on/off: same loss and same gradients."""
+  x = _x()
+  base = SegResNetDS(**TINY, dsdepth=2, conv_impl="native")
+  v = init_variables(base, jax.random.key(1), 8)
+
+  def loss(module, params):
+    outs, _ = module.apply({**v, "params": params}, x, train=True, mutable=["batch_stats"])
+    return sum(jnp.mean(o ** 2) for o in outs)
+
+  ref_l, ref_g = jax.jit(jax.value_and_grad(lambda p: loss(base, p)))(v["params"])
+  for kw in (dict(conv_impl="s2d"), dict(conv_impl="native", remat=True)):
+    m = SegResNetDS(**TINY, dsdepth=2, **kw)
+    l, g = jax.jit(jax.value_and_grad(lambda p: loss(m, p)))(v["params"])
+    assert abs(float(l - ref_l)) <= 1e-4 * max(1.0, abs(float(ref_l)))
+    assert _diff(g, ref_g) <= 1e-4 * max(1.0, max(float(jnp.abs(a).max())
+                                                for a in jax.tree.leaves(ref_g)))
+
+
+def test_eval_returns_single_logits_and_train_a_list():
+  m = SegResNetDS(**TINY, dsdepth=2, conv_impl="s2d")
+  v = init_variables(m, jax.random.key(0), 4)
+  x = _x((1, 8, 8, 8, 1))
+  assert m.apply(v, x).shape == (1, 8, 8, 8, 3)
+  outs, _ = m.apply(v, x, train=True, mutable=["batch_stats"])
+  assert [o.shape[1] for o in outs] == [8, 4]
+  maps = m.apply(v, x, method=SegResNetDS.encode)
+  assert [a.shape[-1] for a in maps] == [4, 8, 16]
+
+
+def test_bad_spatial_size_and_channels_are_clear_errors():
+  m = SegResNetDS(**TINY)
+  v = init_variables(m, jax.random.key(0), 4)
+  with pytest.raises(ValueError, match=r"\(8, 6, 8\).*divisible by 4"):
+    m.apply(v, jnp.zeros((1, 8, 6, 8, 1)))
+  with pytest.raises(ValueError, match="in_channels=1"):
+    m.apply(v, jnp.zeros((1, 8, 8, 8, 2)))
+  with pytest.raises(ValueError, match="conv_impl"):
+    init_variables(SegResNetDS(**TINY, conv_impl="fft"), jax.random.key(0))
+
+
+def test_bf16_compute_keeps_float32_params():
+  m = SegResNetDS(**TINY, dtype=jnp.bfloat16)
+  v = init_variables(m, jax.random.key(0), 4)
+  assert {a.dtype for a in jax.tree.leaves(v)} == {jnp.dtype(jnp.float32)}
+  x = _x((1, 8, 8, 8, 1))
+  y = m.apply(v, x)
+  assert y.dtype == jnp.bfloat16
+  y32 = SegResNetDS(**TINY).apply(v, x)
+  # bf16 has an 8-bit mantissa: a few % relative error after ~10 layers is expected
+  assert float(jnp.max(jnp.abs(y.astype(jnp.float32) - y32))) <= 0.05 * float(
+      jnp.max(jnp.abs(y32)))
+
+
+def test_config_round_trip():
+  for m in (SegResNetDS(**TINY, dsdepth=2, blocks_up=(2, 1), norm="group"),
+            SegResEncoder(init_filters=8, blocks_down=(1, 2), norm="instance")):
+    assert build_model(model_config(m)) == m
+
+
+def test_save_load_round_trip_and_fresh_decoder(tmp_path):
+  enc = SegResEncoder(init_filters=8, blocks_down=(1, 1, 1))
+  v = init_variables(enc, jax.random.key(3), 4)
+  v["batch_stats"] = jax.tree.map(lambda a: a + 0.25, v["batch_stats"])  # non-default
+  save_pretrained(tmp_path / "enc", model_config(enc), v)
+  save_pretrained(tmp_path / "enc", model_config(enc), v)  # overwrite in place
+  m, v2 = load_pretrained(tmp_path / "enc")
+  assert m == enc and _diff(v, v2) == 0.0
+  full, fv = load_pretrained(tmp_path / "enc", out_channels=5, rng=jax.random.key(7))
+  assert isinstance(full, SegResNetDS) and full.out_channels == 5
+  assert _diff(fv["params"]["encoder"], v["params"]) == 0.0
+  assert _diff(fv["batch_stats"]["encoder"], v["batch_stats"]) == 0.0
+  # decoder: He/Kaiming normal, std = sqrt(2 / fan_in), fan_in = 27 * 8
+  k = np.asarray(fv["params"]["up_layers_1"]["blocks_0"]["conv1"]["kernel"])
+  assert abs(k.std() / np.sqrt(2 / (27 * 8)) - 1) < 0.1
+  assert full.apply(fv, _x((1, 4, 4, 4, 1))).shape == (1, 4, 4, 4, 5)
+  # a full model with another class count keeps everything but the heads
+  save_pretrained(tmp_path / "full", model_config(full), fv)
+  m3, v3 = load_pretrained(tmp_path / "full", out_channels=2, conv_impl="native")
+  assert m3.out_channels == 2 and m3.conv_impl == "native"
+  p3 = dict(v3["params"])
+  assert p3["up_layers_1"]["head"]["kernel"].shape[-1] == 2
+  assert _diff(p3["up_layers_1"]["upsample"], fv["params"]["up_layers_1"]["upsample"]) == 0.0
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["enc", "full"]  # no temp leftovers
+
+
+def test_load_errors_name_the_directory(tmp_path):
+  with pytest.raises(CheckpointError, match="no model.json"):
+    load_pretrained(tmp_path)
+  (tmp_path / "model.json").write_text("{not json")
+  with pytest.raises(CheckpointError, match="invalid JSON"):
+    load_pretrained(tmp_path)
