@@ -1,0 +1,177 @@
+"""The scoring pass: one forward per case gives every statistic the strategies need.
+
+Per case, one sliding-window pass of the current model F(r) with return_features=True
+yields the blended logits (-> softmax -> `scoring.kernels.reduce_case_stats`, the
+predicted foreground volume) and, per window, the pooled bottleneck embedding and the
+BADGE gradient embedding (`scoring.kernels.badge_embedding` on the window's own softmax
+and head input). With several windows per case the window vectors are averaged (equal
+window sizes, so for BADGE this is the voxel mean with overlap multiplicity); with one
+window per case (the paper's fixed crops) they are exact.
+
+Cases stream one at a time: only one case's probability map exists at any moment.
+
+E(0) embeddings (the pre-trained encoder, never fine-tuned) are computed once per run
+and cached as `<emb0_cache>/<case id>.npz` {emb, fingerprint}; the fingerprint hashes
+the pre-trained variables, roi and overlap so a stale cache is recomputed, not reused.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from tqdm.auto import tqdm
+
+from assft_jax.engine.infer import _triple, sliding_window
+from assft_jax.scoring.kernels import badge_embedding, reduce_case_stats
+
+
+def image_of(volume: Any) -> np.ndarray:
+  """[D, H, W, Cin] image of a `data.Volume` (its .image) or of a bare array."""
+  return volume.image if hasattr(volume, "image") else volume
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _score_windows(module: nn.Module, variables: Any, windows: jax.Array):
+  logits, feats = module.apply(variables, windows, train=False, return_features=True)
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  badge = badge_embedding(probs, feats["head_in"].astype(jnp.float32))
+  return logits, {"emb": feats["emb"].astype(jnp.float32), "badge": badge}
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _encoder_windows(module: nn.Module, variables: Any, windows: jax.Array):
+  if hasattr(module, "encode"):
+    enc = module.apply(variables, windows, train=False, method="encode")
+  else:  # a bare SegResEncoder
+    enc = module.apply(variables, windows, train=False)
+  return None, {"emb": jnp.mean(enc[-1].astype(jnp.float32), axis=(1, 2, 3))}
+
+
+@jax.jit
+def _probs_fg(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  probs = jax.nn.softmax(logits, axis=-1)
+  return probs, jnp.sum(jnp.argmax(logits, axis=-1) != 0)
+
+
+def fingerprint(variables: Any, *extra: Any) -> str:
+  """sha1 over the tree structure, every leaf's bytes and `extra` (a cache key)."""
+  h = hashlib.sha1(str(jax.tree.structure(variables)).encode())
+  for leaf in jax.tree.leaves(variables):
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  h.update(repr(extra).encode())
+  return h.hexdigest()
+
+
+class Emb0Cache:
+  """E(0) embeddings by case id in memory and, with `directory`, as npz files."""
+
+  def __init__(self, directory: str | os.PathLike | None, key: str | None):
+    self.dir = Path(directory) if directory is not None else None
+    self.key = key
+    self.mem: dict[str, np.ndarray] = {}
+
+  def _path(self, cid: str) -> Path:
+    return self.dir / (str(cid).replace(os.sep, "__") + ".npz")
+
+  def get(self, cid: str) -> np.ndarray | None:
+    if cid in self.mem:
+      return self.mem[cid]
+    if self.dir is None or not self._path(cid).is_file():
+      return None
+    with np.load(self._path(cid)) as z:
+      if self.key is not None and str(z["fingerprint"]) != self.key:
+        return None  # computed with other pre-trained weights / roi: recompute
+      self.mem[cid] = z["emb"]
+    return self.mem[cid]
+
+  def put(self, cid: str, emb: np.ndarray) -> None:
+    self.mem[cid] = emb
+    if self.dir is None:
+      return
+    self.dir.mkdir(parents=True, exist_ok=True)
+    tmp = self._path(cid).with_suffix(".tmp.npz")
+    np.savez(tmp, emb=emb, fingerprint=np.asarray(self.key or ""))
+    os.replace(tmp, self._path(cid))
+
+
+def _emb0(module, variables, image, cache: Emb0Cache, cid: str, sw: dict) -> np.ndarray:
+  hit = cache.get(cid)
+  if hit is not None:
+    return hit
+  if variables is None:
+    raise ValueError(f"no cached E(0) embedding for case {cid!r} and no emb0_variables "
+                     f"to compute it")
+  _, ex = sliding_window(functools.partial(_encoder_windows, module), variables, image,
+                         **sw)
+  emb = np.asarray(ex["emb"]).mean(axis=0)
+  cache.put(cid, emb)
+  return emb
+
+
+def score_pass(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
+               ids: Sequence[str], *, roi: int | Sequence[int], r: int, R: int,
+               emb0_variables: Any = None, emb0_cache: str | os.PathLike | None = None,
+               emb0_module: nn.Module | None = None, overlap: float = 0.5,
+               mode: str = "gaussian", sw_batch_size: int = 4,
+               progress: bool = False) -> dict[str, Any]:
+  """Per-case statistics of `ids` (see the module docstring).
+
+  volumes: id -> `data.Volume` or image [D, H, W, Cin]. r, R: round and number of
+  rounds (ASD temperature). emb0_variables: the PRE-TRAINED variables (E(0)); with
+  them or with `emb0_cache` holding every case, "emb_0" is added. emb0_module defaults
+  to `module` (only its encoder is used).
+  Returns {"ids": list, every `reduce_case_stats` key: [N] float32, "fg_volume": [N]
+  int64 (predicted argmax != 0 voxels), "emb_r": [N, F], "badge": [N, C * init_filters],
+  "emb_0": [N, F] (when available)}.
+  """
+  sw = dict(roi=_triple(roi), overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
+  want_emb0 = emb0_variables is not None or emb0_cache is not None
+  key = (fingerprint(emb0_variables, sw["roi"], overlap)
+         if emb0_variables is not None else None)
+  cache = Emb0Cache(emb0_cache, key)
+  rows: dict[str, list] = {}
+  score_fn = functools.partial(_score_windows, module)
+  for cid in tqdm(ids, desc=f"score r={r}", disable=not progress, leave=False):
+    image = image_of(volumes[cid])
+    logits, ex = sliding_window(score_fn, variables, image, **sw)
+    probs, fg = _probs_fg(logits)
+    stats = reduce_case_stats(probs[None], r, R)
+    del probs, logits  # only one case's probability map is ever alive
+    row = {k: np.asarray(v)[0] for k, v in stats.items()}
+    row.update(fg_volume=int(fg), emb_r=np.asarray(ex["emb"]).mean(axis=0),
+               badge=np.asarray(ex["badge"]).mean(axis=0))
+    if want_emb0:
+      row["emb_0"] = _emb0(emb0_module or module, emb0_variables, image, cache, cid, sw)
+    for k, v in row.items():
+      rows.setdefault(k, []).append(v)
+  out: dict[str, Any] = {"ids": list(ids)}
+  out.update({k: np.stack(v) for k, v in rows.items()})
+  return out
+
+
+def iter_predictions(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
+                     ids: Sequence[str], *, roi: int | Sequence[int], overlap: float = 0.5,
+                     mode: str = "gaussian", sw_batch_size: int = 4
+                     ) -> Iterator[tuple[str, np.ndarray]]:
+  """Yields (id, argmax labels [D, H, W] int32), one case at a time."""
+  from assft_jax.engine.infer import sliding_window_predict
+  for cid in ids:
+    logits = sliding_window_predict(module, variables, image_of(volumes[cid]), roi,
+                                    overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
+    yield cid, np.asarray(jnp.argmax(logits, axis=-1).astype(jnp.int32))
+
+
+def predict_labels(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
+                   ids: Sequence[str], *, roi: int | Sequence[int], overlap: float = 0.5,
+                   mode: str = "gaussian", sw_batch_size: int = 4) -> dict[str, np.ndarray]:
+  """{id: argmax labels [D, H, W] int32}: the pseudo-labels of `ids` (DESIGN §2: hard
+  argmax of the current model)."""
+  return dict(iter_predictions(module, variables, volumes, ids, roi=roi, overlap=overlap,
+                               mode=mode, sw_batch_size=sw_batch_size))

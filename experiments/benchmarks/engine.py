@@ -1,0 +1,213 @@
+"""Benchmark section `engine`: train step and sliding-window inference vs MONAI/PyTorch,
+scoring-pass overhead, scoring-pass peak memory vs pool size.
+
+Command: `python -m experiments.bench engine` or `python -m experiments.benchmarks.engine
+[--quick]`. Rows:
+- train_step: SegResNetDS(init_filters 8, blocks_down (1,2,2,4,4), out 2), batch 2 x 64^3
+  (quick: 2 x 32^3), Dice+CE, AdamW; JAX `make_train_step` vs torch/MONAI (same CPU,
+  torch's default threads), ratio = jax / torch.
+- sliding_window: same net, eval mode, 96^3 volume, roi 64^3, overlap 0.5, gaussian,
+  sw_batch 2 (quick: 48^3, roi 32^3); `sliding_window_predict` vs MONAI
+  `sliding_window_inference`.
+- score_pass_overhead: `score_pass` over 4 cases / a plain `sliding_window_predict` loop
+  over the same cases (goal <= 1.1).
+- score_pass_rss: a fresh process runs `score_pass` over 8, then over 32 lazily
+  generated cases: peak RSS (ratio = peak32 / peak8) and RSS growth after the first
+  (compiling) case (goal: flat).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.benchmarks.timing import block, median_time, row
+
+ARCH = dict(init_filters=8, in_channels=1, out_channels=2, blocks_down=(1, 2, 2, 4, 4))
+
+
+def _jax_model():
+  from assft_jax.models import SegResNetDS, init_variables
+  module = SegResNetDS(**ARCH)
+  return module, init_variables(module, jax.random.key(0), 16)
+
+
+def _torch_model():
+  import torch
+  from monai.networks.nets import SegResNetDS as TorchSegResNetDS
+  torch.manual_seed(0)
+  return TorchSegResNetDS(spatial_dims=3, **ARCH)
+
+
+def _batch(size: int, n: int = 2) -> dict:
+  rng = np.random.default_rng(0)
+  image = rng.normal(size=(n, size, size, size, 1)).astype(np.float32)
+  label = (image[..., 0] > 0.5).astype(np.int32)
+  return {"image": image, "label": label}
+
+
+def paired(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
+  """Medians of fn_a and fn_b timed alternately (the machine is shared: interleaving
+  exposes both to the same load). fn_b None -> (median of fn_a, None)."""
+  import statistics
+  for _ in range(warmup):
+    block(fn_a())
+    if fn_b is not None:
+      block(fn_b())
+  ta, tb = [], []
+  for _ in range(repeats):
+    ta.append(median_time(fn_a, warmup=0, repeats=1))
+    if fn_b is not None:
+      tb.append(median_time(fn_b, warmup=0, repeats=1))
+  return statistics.median(ta), (statistics.median(tb) if tb else None)
+
+
+def train_rows(size: int, repeats: int) -> list[dict]:
+  from assft_jax.engine import create_state, make_mesh, make_optimizer, make_train_step
+  module, variables = _jax_model()
+  tx = make_optimizer(1e-4, 1000)
+  step = make_train_step(module, tx, make_mesh(), 2)
+  batch = _batch(size)
+  holder = {"s": create_state(module, variables, tx)}
+  rng = jax.random.key(0)
+
+  def jax_step():
+    holder["s"], m = step(holder["s"], batch, rng)
+    return m
+
+  torch_step = None
+  try:
+    import torch
+    from monai.losses import DiceCELoss
+    net = _torch_model().train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-5)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+    x = torch.from_numpy(batch["image"]).permute(0, 4, 1, 2, 3).contiguous()
+    y = torch.from_numpy(batch["label"])[:, None]
+
+    def torch_step():
+      opt.zero_grad()
+      loss = loss_fn(net(x), y)
+      loss.backward()
+      opt.step()
+      return loss
+  except ImportError:
+    pass
+  jax_s, ref_s = paired(jax_step, torch_step, 2, repeats)
+  return [row(f"train_step 2x{size}^3 if8", jax_s, "monai/torch", ref_s)]
+
+
+def infer_rows(size: int, roi: int, repeats: int) -> list[dict]:
+  from assft_jax.engine import sliding_window_predict
+  module, variables = _jax_model()
+  image = np.random.default_rng(1).normal(size=(size,) * 3 + (1,)).astype(np.float32)
+
+  def jax_infer():
+    return sliding_window_predict(module, variables, image, roi, sw_batch_size=2)
+
+  torch_infer = None
+  try:
+    import torch
+    from monai.inferers import sliding_window_inference
+    net = _torch_model().eval()
+    x = torch.from_numpy(image[..., 0])[None, None]
+
+    def torch_infer():
+      with torch.no_grad():
+        return sliding_window_inference(x, (roi,) * 3, 2, net, overlap=0.5, mode="gaussian")
+  except ImportError:
+    pass
+  jax_s, ref_s = paired(jax_infer, torch_infer, 1, repeats)
+  return [row(f"sliding_window {size}^3 roi{roi} if8", jax_s, "monai/torch", ref_s)]
+
+
+def overhead_rows(size: int, n_cases: int, repeats: int) -> list[dict]:
+  from assft_jax.engine import score_pass, sliding_window_predict
+  module, variables = _jax_model()
+  rng = np.random.default_rng(2)
+  vols = {f"c{i}": rng.normal(size=(size,) * 3 + (1,)).astype(np.float32)
+          for i in range(n_cases)}
+  ids = list(vols)
+
+  def plain():
+    return [jnp.argmax(sliding_window_predict(module, variables, vols[i], size), -1)
+            for i in ids]
+
+  score_s, plain_s = paired(
+      lambda: score_pass(module, variables, vols, ids, roi=size, r=1, R=5), plain, 1, repeats)
+  return [row(f"score_pass_overhead {n_cases}x{size}^3", score_s, "plain sliding_window",
+              plain_s, note="goal ratio <= 1.1")]
+
+
+class LazyVolumes(Mapping):
+  """id -> image generated on access (a disk-backed cache stand-in: the pool's inputs
+  are never all in memory, so RSS measures the pass itself). Records the process RSS
+  (MB) at each access in `.rss`."""
+
+  def __init__(self, n: int, size: int):
+    self.ids, self.size, self.rss = [f"c{i}" for i in range(n)], size, []
+
+  def __getitem__(self, cid):
+    import psutil
+    self.rss.append(psutil.Process().memory_info().rss / 2 ** 20)
+    seed = int(cid[1:])
+    return np.random.default_rng(seed).normal(size=(self.size,) * 3 + (1,)).astype(np.float32)
+
+  def __iter__(self):
+    return iter(self.ids)
+
+  def __len__(self):
+    return len(self.ids)
+
+
+_RSS_SCRIPT = """
+import json, resource, sys
+import jax
+from assft_jax.engine import score_pass
+from experiments.benchmarks.engine import LazyVolumes, _jax_model
+n, size = int(sys.argv[1]), int(sys.argv[2])
+module, variables = _jax_model()
+vols = LazyVolumes(n, size)
+out = score_pass(module, variables, vols, vols.ids, roi=size, r=1, R=5)
+vols["c0"]  # one more RSS sample after the last case
+print(json.dumps({"n": len(out["ids"]), "rss": vols.rss,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def rss_rows(size: int) -> list[dict]:
+  """Peak RSS (ru_maxrss, includes XLA compilation), RSS after the last case, and the
+  RSS growth after the first (compiling) case: max(RSS at case k >= 2) - RSS at case 2.
+  (Observed at 64^3: RSS settles within ~10 cases and then stays flat.)"""
+  res = {}
+  for n in (8, 32):
+    proc = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(n), str(size)],
+                          capture_output=True, text=True, check=True)
+    res[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+  grow = {n: max(r["rss"][1:]) - r["rss"][1] for n, r in res.items()}
+  return [{"name": f"score_pass_rss {size}^3 8 vs 32 cases", "jax_s": float("nan"),
+           "peak8_mb": res[8]["peak_mb"], "peak32_mb": res[32]["peak_mb"],
+           "growth8_mb": grow[8], "growth32_mb": grow[32],
+           "end8_mb": res[8]["rss"][-1], "end32_mb": res[32]["rss"][-1],
+           "ratio": res[32]["peak_mb"] / res[8]["peak_mb"],
+           "note": "goal: flat (peak ratio ~ 1, growth ~ 0)"}]
+
+
+def run(quick: bool) -> list[dict]:
+  size, roi, vol = (32, 32, 48) if quick else (64, 64, 96)
+  reps = 3 if quick else 5
+  rows = train_rows(size, reps)
+  rows += infer_rows(vol, roi, max(reps - 2, 2))
+  rows += overhead_rows(size, 4, reps)
+  rows += rss_rows(size)
+  return rows
+
+
+if __name__ == "__main__":
+  for r in run(quick="--quick" in sys.argv):
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})

@@ -1,0 +1,114 @@
+"""Benchmark section `scaling`: the one train step on 1, 2 and 4 virtual CPU devices.
+
+Command: `python -m experiments.bench scaling` or `python -m experiments.benchmarks.scaling
+[--quick]`. Each device count runs in its own process
+(XLA_FLAGS=--xla_force_host_platform_device_count=n must precede jax's start), with the
+same global batch (4 x 32^3; quick 4 x 16^3), SegResNetDS(init_filters 8, 5 levels;
+quick 4, 3 levels). Rows: median step time (jax_s), ratio = time / 1-device time, and
+correctness vs 1 device: |loss| difference at steps 1 and 2, relative grad-norm
+difference at step 1, max |params| difference after 2 steps and the fraction of weights
+differing by more than 1e-5 (AdamW's first updates are ~lr * sign(grad), so a weight
+whose gradient is ~0 can move +-lr on one device count and -+lr on another: a few such
+weights give max_dparams ~ 2 lr without any real disagreement). The "noise floor" row
+runs the same 2 steps on 1 device with the batch order reversed -- mathematically the
+same step -- to show the float32 size of such differences for this network.
+Virtual devices share the same CPU cores, so this measures the sharding overhead and
+checks the numbers, not a speed-up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from assft_jax.engine import create_state, make_mesh, make_optimizer, make_train_step
+from assft_jax.models import SegResNetDS, init_variables
+from experiments.benchmarks.timing import median_time
+size, out = int(sys.argv[1]), sys.argv[2]
+quick = size < 32
+arch = dict(init_filters=4, blocks_down=(1, 1, 1)) if quick else dict(init_filters=8)
+module = SegResNetDS(out_channels=2, **arch)
+variables = init_variables(module, jax.random.key(0), 16)
+tx = make_optimizer(1e-3, 100)
+step = make_train_step(module, tx, make_mesh(), 2)
+rng = np.random.default_rng(0)
+image = rng.normal(size=(4, size, size, size, 1)).astype(np.float32)
+batch = {"image": image, "label": (image[..., 0] > 0.5).astype(np.int32)}
+s = create_state(module, variables, tx)
+losses, gnorms = [], []
+for _ in range(2):
+  s, m = step(s, batch, jax.random.key(0))
+  losses.append(float(m["loss"]))
+  gnorms.append(float(m["grad_norm"]))
+np.savez(out, *[np.asarray(x) for x in jax.tree.leaves(s["params"])])
+if len(jax.devices()) == 1:  # noise floor: the same 2 steps on the reversed batch order
+  sp = create_state(module, variables, tx)
+  rev = {k: x[::-1].copy() for k, x in batch.items()}
+  for _ in range(2):
+    sp, _ = step(sp, rev, jax.random.key(0))
+  np.savez(out.replace(".npz", "_rev.npz"), *[np.asarray(x) for x in jax.tree.leaves(sp["params"])])
+holder = {"s": s}
+def run():
+  holder["s"], m = step(holder["s"], batch, jax.random.key(0))
+  return m
+t = median_time(run, warmup=1, repeats=3 if quick else 5)
+print(json.dumps({"devices": len(jax.devices()), "loss": losses, "gnorm": gnorms,
+                  "step_s": t}))
+"""
+
+
+def _one(n: int, size: int, out: Path) -> dict:
+  root = Path(__file__).resolve().parents[2]
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+             JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(size), str(out)], env=env,
+                        capture_output=True, text=True)
+  if proc.returncode:
+    raise RuntimeError(f"scaling run with {n} devices failed:\n{proc.stderr[-2000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(quick: bool) -> list[dict]:
+  size = 16 if quick else 32
+  rows, base = [], None
+  with tempfile.TemporaryDirectory() as tmp:
+    for n in (1, 2, 4):
+      out = Path(tmp) / f"params{n}.npz"
+      r = _one(n, size, out)
+      with np.load(out) as z:
+        params = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+      if base is None:
+        base = (r, params)
+        with np.load(str(out).replace(".npz", "_rev.npz")) as z:
+          rev = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+        d = [np.abs(a - b) for a, b in zip(rev, params)]
+        rows.append({"name": f"noise floor: 1 dev, batch order reversed 4x{size}^3",
+                     "jax_s": float("nan"), "max_dparams": max(float(x.max()) for x in d),
+                     "frac_dparams_gt_1e-5": float(sum((x > 1e-5).sum() for x in d)
+                                                   / sum(x.size for x in d))})
+      dp = [np.abs(a - b) for a, b in zip(params, base[1])]
+      b0 = base[0]
+      rows.append({"name": f"train_step {n} dev 4x{size}^3", "jax_s": r["step_s"],
+                   "ref": "1 device", "ref_s": b0["step_s"],
+                   "ratio": r["step_s"] / b0["step_s"], "devices": r["devices"],
+                   "dloss_step1": abs(r["loss"][0] - b0["loss"][0]),
+                   "dloss_step2": abs(r["loss"][1] - b0["loss"][1]),
+                   "rel_dgnorm_step1": abs(r["gnorm"][0] / b0["gnorm"][0] - 1),
+                   "max_dparams": max(float(d.max()) for d in dp),
+                   "frac_dparams_gt_1e-5": float(sum((d > 1e-5).sum() for d in dp)
+                                                 / sum(d.size for d in dp))})
+  return rows
+
+
+if __name__ == "__main__":
+  for r in run(quick="--quick" in sys.argv):
+    print({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
