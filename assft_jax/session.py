@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from assft_jax import config as config_lib
@@ -121,9 +120,9 @@ class Session:
     spe = tr.steps_per_epoch or math.ceil(len(ids) / tr.batch_size)
     n_steps = epochs * spe
     tx, step = self._step_for(n_steps)
-    # The step donates its state: train on a copy so the caller's variables (e.g. F(0),
-    # which E(0) embeddings are computed from) stay valid.
-    state = engine.create_state(self.module, jax.tree.map(jnp.array, variables), tx)
+    # create_state copies: the step donates its state, and the caller's variables (e.g.
+    # F(0), which E(0) embeddings come from) must stay valid.
+    state = engine.create_state(self.module, variables, tx)
     seed = int(np.random.SeedSequence([self.cfg.seed, round_, _STAGES[stage]])
                .generate_state(1)[0])
     loader = data_lib.make_loader(self.volumes, ids, tr.patch, tr.batch_size, seed,
