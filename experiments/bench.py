@@ -1,6 +1,9 @@
 """One benchmark entry point; every comparison is measured side by side in this run.
 
-  python -m experiments.bench {model,engine,scoring,scaling,all} [--json=out.json] [--quick]
+  python -m experiments.bench {model,engine,scoring,scaling,all,ops} [--json=out.json] [--quick]
+
+`all` = model, engine, scoring, scaling; `ops` (the layers one by one vs torch, to find
+what holds the train step back) runs only when named.
 
 Prints a table of medians (after warm-up) and, where a reference exists (PyTorch/MONAI,
 numpy), `ratio` = JAX time / reference time: lower is better. Not a test.
@@ -9,13 +12,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import platform
 import sys
+import time
+from collections.abc import Sequence
 
 from absl import app, flags
 
 SECTIONS = ("model", "engine", "scoring", "scaling")
+EXTRA = ("ops",)
 flags.DEFINE_string("json", None, "Also write the rows as JSON here.")
 flags.DEFINE_bool("quick", False, "Fewer sizes and repeats (a smoke check of the bench).")
 FLAGS = flags.FLAGS
@@ -39,31 +46,83 @@ def print_table(rows: list[dict]) -> None:
     print("  ".join(x.ljust(w) for x, w in zip(t, widths)))
 
 
-def main(argv):
-  if len(argv) != 2 or argv[1] not in SECTIONS + ("all",):
-    print(f"usage: python -m experiments.bench {{{','.join(SECTIONS)},all}} [--json=F] "
-          "[--quick]", file=sys.stderr)
-    raise SystemExit(1)
-  wanted = SECTIONS if argv[1] == "all" else (argv[1],)
+class BenchError(RuntimeError):
+  """A section returned a malformed row."""
+
+
+def check_rows(rows: list[dict]) -> None:
+  """Every key holding "ratio" must be jax_s / ref_s (the one meaning of "ratio")."""
+  for r in rows:
+    for k in (k for k in r if "ratio" in k):
+      jax_s, ref_s = r.get("jax_s"), r.get("ref_s")
+      if not (isinstance(jax_s, float) and isinstance(ref_s, float) and ref_s > 0
+              and math.isclose(r[k], jax_s / ref_s, rel_tol=1e-9)):
+        raise BenchError(f"row {r.get('name')!r}: {k}={r[k]!r} is not jax_s/ref_s "
+                         f"({jax_s!r}/{ref_s!r})")
+
+
+def _json_safe(v):
+  """NaN/inf -> None so the file is strict JSON."""
+  if isinstance(v, float) and not math.isfinite(v):
+    return None
+  if isinstance(v, dict):
+    return {k: _json_safe(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_json_safe(x) for x in v]
+  return v
+
+
+def write_json(path: str, rows: list[dict], meta: dict) -> None:
+  """Atomic write of {meta..., "rows": rows}."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(_json_safe(dict(meta, rows=rows)), f, indent=1, allow_nan=False)
+  os.replace(tmp, path)
+
+
+def bench(names: Sequence[str], quick: bool, json_path: str | None = None) -> list[dict]:
+  """Runs the sections in order, prints one table per section, checks and returns the
+  rows (each with "section"); writes them all to `json_path` when given."""
   import jax
-  print(f"# jax {jax.__version__} on {jax.default_backend()} "
-        f"({os.cpu_count()} cpus, {platform.processor() or platform.machine()})")
+  meta = {"jax": jax.__version__, "backend": jax.default_backend(),
+          "cpus": os.cpu_count(), "quick": quick, "sections": list(names),
+          "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
+          "loadavg_start": os.getloadavg(), "start_utc": _utc()}
+  print(f"# jax {jax.__version__} on {jax.default_backend()} ({os.cpu_count()} cpus, "
+        f"{platform.processor() or platform.machine()}), load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
   rows = []
-  for name in wanted:
+  for name in names:
     mod = importlib.import_module(f"experiments.benchmarks.{name}")
-    section = mod.run(FLAGS.quick)
+    section = mod.run(quick)
     for r in section:
       r.setdefault("section", name)
+    check_rows(section)
     rows += section
     print_table(section)
     print()
-  if FLAGS.json:
-    tmp = FLAGS.json + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"jax": jax.__version__, "backend": jax.default_backend(), "rows": rows}, f,
-                indent=1)
-    os.replace(tmp, FLAGS.json)
-    print(f"wrote {FLAGS.json}")
+  meta.update(loadavg_end=os.getloadavg(), end_utc=_utc())
+  print(f"# load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+  if json_path:
+    write_json(json_path, rows, meta)
+    print(f"wrote {json_path}")
+  return rows
+
+
+def _utc() -> str:
+  return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in SECTIONS + EXTRA + ("all",):
+    print(f"usage: python -m experiments.bench {{{','.join(SECTIONS + EXTRA)},all}} [--json=F] "
+          "[--quick]", file=sys.stderr)
+    raise SystemExit(1)
+  try:
+    bench(SECTIONS if argv[1] == "all" else (argv[1],), FLAGS.quick, FLAGS.json)
+  except BenchError as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,16 @@
-"""Benchmark section `engine`: train step and sliding-window inference vs MONAI/PyTorch,
-scoring-pass overhead, scoring-pass peak memory vs pool size.
+"""Benchmark section `engine`: sliding-window inference vs MONAI/PyTorch, scoring-pass
+overhead, scoring-pass peak memory vs pool size.
 
 Command: `python -m experiments.bench engine` or `python -m experiments.benchmarks.engine
-[--quick]`. Rows:
-- train_step: SegResNetDS(init_filters 8, blocks_down (1,2,2,4,4), out 2), batch 2 x 64^3
-  (quick: 2 x 32^3), Dice+CE, AdamW; JAX `make_train_step` vs torch/MONAI (same CPU,
-  torch's default threads), ratio = jax / torch.
-- sliding_window: same net, eval mode, 96^3 volume, roi 64^3, overlap 0.5, gaussian,
-  sw_batch 2 (quick: 48^3, roi 32^3); `sliding_window_predict` vs MONAI
-  `sliding_window_inference`.
+[--quick]`. Rows (the train step vs MONAI is in the `model` section):
+- sliding_window: SegResNetDS(init_filters 8, blocks_down (1,2,2,4,4), out 2), eval
+  mode, 96^3 volume, roi 64^3, overlap 0.5, gaussian, sw_batch 2 (quick: 48^3, roi
+  32^3); `sliding_window_predict` vs MONAI `sliding_window_inference`.
 - score_pass_overhead: `score_pass` over 4 cases / a plain `sliding_window_predict` loop
   over the same cases (goal <= 1.1).
 - score_pass_rss: a fresh process runs `score_pass` over 8, then over 32 lazily
-  generated cases: peak RSS (ratio = peak32 / peak8) and RSS growth after the first
+  generated cases: peak RSS (peak32_over_peak8; not a JAX/reference time ratio, so not
+  named "ratio") and RSS growth after the first
   (compiling) case (goal: flat).
 """
 from __future__ import annotations
@@ -65,41 +63,6 @@ def paired(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
     if fn_b is not None:
       tb.append(median_time(fn_b, warmup=0, repeats=1))
   return statistics.median(ta), (statistics.median(tb) if tb else None)
-
-
-def train_rows(size: int, repeats: int) -> list[dict]:
-  from assft_jax.engine import create_state, make_mesh, make_optimizer, make_train_step
-  module, variables = _jax_model()
-  tx = make_optimizer(1e-4, 1000)
-  step = make_train_step(module, tx, make_mesh(), 2)
-  batch = _batch(size)
-  holder = {"s": create_state(module, variables, tx)}
-  rng = jax.random.key(0)
-
-  def jax_step():
-    holder["s"], m = step(holder["s"], batch, rng)
-    return m
-
-  torch_step = None
-  try:
-    import torch
-    from monai.losses import DiceCELoss
-    net = _torch_model().train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-5)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
-    x = torch.from_numpy(batch["image"]).permute(0, 4, 1, 2, 3).contiguous()
-    y = torch.from_numpy(batch["label"])[:, None]
-
-    def torch_step():
-      opt.zero_grad()
-      loss = loss_fn(net(x), y)
-      loss.backward()
-      opt.step()
-      return loss
-  except ImportError:
-    pass
-  jax_s, ref_s = paired(jax_step, torch_step, 2, repeats)
-  return [row(f"train_step 2x{size}^3 if8", jax_s, "monai/torch", ref_s)]
 
 
 def infer_rows(size: int, roi: int, repeats: int) -> list[dict]:
@@ -165,23 +128,33 @@ class LazyVolumes(Mapping):
     return len(self.ids)
 
 
+def peak_rss_mb() -> float:
+  """This process's peak RSS (VmHWM) in MB. Not ru_maxrss: on Linux that survives
+  fork+exec, so a child started by a big benchmark process reported the parent's peak."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
+  raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 _RSS_SCRIPT = """
-import json, resource, sys
+import json, sys
 import jax
 from assft_jax.engine import score_pass
-from experiments.benchmarks.engine import LazyVolumes, _jax_model
+from experiments.benchmarks.engine import LazyVolumes, _jax_model, peak_rss_mb
 n, size = int(sys.argv[1]), int(sys.argv[2])
 module, variables = _jax_model()
 vols = LazyVolumes(n, size)
 out = score_pass(module, variables, vols, vols.ids, roi=size, r=1, R=5)
 vols["c0"]  # one more RSS sample after the last case
 print(json.dumps({"n": len(out["ids"]), "rss": vols.rss,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": peak_rss_mb()}))
 """
 
 
 def rss_rows(size: int) -> list[dict]:
-  """Peak RSS (ru_maxrss, includes XLA compilation), RSS after the last case, and the
+  """Peak RSS (VmHWM, includes XLA compilation), RSS after the last case, and the
   RSS growth after the first (compiling) case: max(RSS at case k >= 2) - RSS at case 2.
   (Observed at 64^3: RSS settles within ~10 cases and then stays flat.)"""
   res = {}
@@ -194,15 +167,14 @@ def rss_rows(size: int) -> list[dict]:
            "peak8_mb": res[8]["peak_mb"], "peak32_mb": res[32]["peak_mb"],
            "growth8_mb": grow[8], "growth32_mb": grow[32],
            "end8_mb": res[8]["rss"][-1], "end32_mb": res[32]["rss"][-1],
-           "ratio": res[32]["peak_mb"] / res[8]["peak_mb"],
+           "peak32_over_peak8": res[32]["peak_mb"] / res[8]["peak_mb"],
            "note": "goal: flat (peak ratio ~ 1, growth ~ 0)"}]
 
 
 def run(quick: bool) -> list[dict]:
   size, roi, vol = (32, 32, 48) if quick else (64, 64, 96)
   reps = 3 if quick else 5
-  rows = train_rows(size, reps)
-  rows += infer_rows(vol, roi, max(reps - 2, 2))
+  rows = infer_rows(vol, roi, max(reps - 2, 2))
   rows += overhead_rows(size, 4, reps)
   rows += rss_rows(size)
   return rows

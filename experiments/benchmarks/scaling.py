@@ -12,6 +12,8 @@ whose gradient is ~0 can move +-lr on one device count and -+lr on another: a fe
 weights give max_dparams ~ 2 lr without any real disagreement). The "noise floor" row
 runs the same 2 steps on 1 device with the batch order reversed -- mathematically the
 same step -- to show the float32 size of such differences for this network.
+The timed steps run under `jax.transfer_guard("disallow")` on a pre-sharded batch;
+`compiles` is the step's jit cache size at the end (1 = no recompile across calls).
 Virtual devices share the same CPU cores, so this measures the sharding overhead and
 checks the numbers, not a speed-up.
 """
@@ -55,13 +57,17 @@ if len(jax.devices()) == 1:  # noise floor: the same 2 steps on the reversed bat
   for _ in range(2):
     sp, _ = step(sp, rev, jax.random.key(0))
   np.savez(out.replace(".npz", "_rev.npz"), *[np.asarray(x) for x in jax.tree.leaves(sp["params"])])
+from assft_jax.engine.train import shard_batch
+placed, key = shard_batch(batch, step.mesh), jax.device_put(jax.random.key(0))
 holder = {"s": s}
 def run():
-  holder["s"], m = step(holder["s"], batch, jax.random.key(0))
+  # big_vision habit: a host round trip inside the timed step would raise here
+  with jax.transfer_guard("disallow"):
+    holder["s"], m = step(holder["s"], placed, key)
   return m
 t = median_time(run, warmup=1, repeats=3 if quick else 5)
 print(json.dumps({"devices": len(jax.devices()), "loss": losses, "gnorm": gnorms,
-                  "step_s": t}))
+                  "step_s": t, "compiles": step.jitted._cache_size()}))
 """
 
 
@@ -100,6 +106,7 @@ def run(quick: bool) -> list[dict]:
       rows.append({"name": f"train_step {n} dev 4x{size}^3", "jax_s": r["step_s"],
                    "ref": "1 device", "ref_s": b0["step_s"],
                    "ratio": r["step_s"] / b0["step_s"], "devices": r["devices"],
+                   "compiles": r["compiles"],
                    "dloss_step1": abs(r["loss"][0] - b0["loss"][0]),
                    "dloss_step2": abs(r["loss"][1] - b0["loss"][1]),
                    "rel_dgnorm_step1": abs(r["gnorm"][0] / b0["gnorm"][0] - 1),
