@@ -27,7 +27,8 @@ log = logging.getLogger("assft_jax.pretrain")
 def ensure_phantom(cache: Path, domain: str, n: int, shape: Sequence[int], seed: int) -> Path:
   """The phantom dataset for these settings, generated once into the cache (atomically)."""
   from assft_jax.data import phantom
-  name = f"phantom_{domain}_n{n}_{'x'.join(map(str, shape))}_s{seed}"
+  # The generator version is in the key: a changed phantom never reuses old data.
+  name = f"phantom_{domain}_v{phantom.VERSION}_n{n}_{'x'.join(map(str, shape))}_s{seed}"
   out = Path(cache) / name
   if (out / "dataset.json").exists():
     return out
@@ -40,8 +41,9 @@ def ensure_phantom(cache: Path, domain: str, n: int, shape: Sequence[int], seed:
 
 def ensure_source_encoder(cfg: config_lib.RunConfig) -> Path:
   """The cached source encoder for cfg's model and phantom settings (trained if absent)."""
+  from assft_jax.data import phantom
   m, d = cfg.model, cfg.data
-  key = (f"source_encoder_f{m.init_filters}_b{''.join(map(str, m.blocks_down))}_{m.norm}"
+  key = (f"source_encoder_v{phantom.VERSION}_f{m.init_filters}_b{''.join(map(str, m.blocks_down))}_{m.norm}"
          f"_{'x'.join(map(str, d.phantom_shape))}_n{d.phantom_n}_t{m.source_steps}"
          f"_lr{m.source_lr:g}_s{d.phantom_seed}")
   out = cfg.cache / key

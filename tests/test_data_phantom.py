@@ -108,3 +108,22 @@ def test_anisotropic_spacing_and_data_pipeline(tmp_path):
     image, label = augment_batch(jax.random.key(0), batch["image"], batch["label"], AugmentConfig())
     assert image.shape == (2, 16, 16, 16, 1) and label.shape == (2, 16, 16, 16)
     assert set(np.unique(np.asarray(label))) <= set(range(len(CLASSES)))
+
+
+@pytest.mark.parametrize("domain", ["ct", "mr"])
+def test_organs_keep_contrast_after_paper_clip(tmp_path, domain):
+    """After the 5th-95th percentile clip + z-score, organs are not clipped flat."""
+    from assft_jax.data import PreprocessConfig, prepare
+    path = generate(tmp_path / "p", domain, n=6, shape=(24, 24, 24), seed=0)
+    vols = prepare(load_index(path), PreprocessConfig(), tmp_path / "cache")
+    k = len(CLASSES)
+    clipped, counts, sums = np.zeros(k), np.zeros(k), np.zeros(k)
+    for v in vols.values():
+        img, lab = np.asarray(v.image)[..., 0], np.asarray(v.label).ravel()
+        at_clip = ((img >= img.max() - 1e-6) | (img <= img.min() + 1e-6)).ravel()
+        clipped += np.bincount(lab, at_clip, k)
+        counts += np.bincount(lab, minlength=k)
+        sums += np.bincount(lab, img.ravel(), k)
+    assert (clipped[1:] / counts[1:] < 0.1).all(), clipped[1:] / counts[1:]
+    means = sums[1:] / counts[1:]
+    assert np.ptp(means) > 0.05 and len(np.unique(means.round(3))) >= 4, means

@@ -3,9 +3,13 @@
     python -m assft_jax.data.phantom --out DIR --domain ct|mr --n N --shape D,H,W --seed S
 
 Anatomy (normalised coordinates, array axes D=superior, H=posterior, W=left, affine SPL):
-an elliptic body with a fat shell, soft tissue and a spine, and 7 labelled organs
-(liver, spleen, both kidneys, stomach, aorta, and a thin pancreas whose CT value sits
-next to soft tissue: the small, hard class). Each case draws a pose (rotation, scale,
+an elliptic body filling most of the field of view, with subcutaneous and visceral fat,
+soft tissue, a skeleton (vertebral body, posterior elements, ribs, iliac wings), lung
+bases and bowel gas, and 7 labelled organs (liver, spleen, both kidneys, stomach, aorta,
+and a thin pancreas whose CT value sits next to soft tissue: the small, hard class).
+The unlabelled structures put > 5 % of the voxels above and > 5 % below every organ in
+each domain and scanner, as in real abdominal scans, so the paper's 5th-95th percentile
+clip keeps the organs' contrast. Each case draws a pose (rotation, scale,
 shift), a smooth elastic deformation, per-organ size/position jitter, occasional absent
 organs and lesions. The CT source has HU-like values and fine noise; the MR target
 has a different organ ordering, a smooth bias field and Rician noise, and is split into
@@ -31,7 +35,7 @@ from scipy.spatial.transform import Rotation
 from .errors import DataError
 from .io import atomic_save
 
-VERSION = 1  # bump when the generator's output changes
+VERSION = 2  # bump when the generator's output changes
 CLASSES = ("background", "liver", "spleen", "kidney_left", "kidney_right", "stomach",
            "aorta", "pancreas")
 # organ: (centre z, y, x), radii (z, y, x); x > 0 is the patient's left, y > 0 posterior
@@ -44,24 +48,31 @@ ANATOMY = {
     "pancreas": ((0.06, 0.1, 0.08), (0.09, 0.08, 0.3)),
 }
 AORTA = ((0.3, 0.03), 0.08)     # (y, x) centre, radius: a tube along z
-SPINE = ((0.6, 0.0), 0.13)
+SPINE = ((0.56, 0.0), 0.17)    # vertebral body (marrow), a tube along z
+LUNGS = ((1.08, 0.2, 0.5), (0.36, 0.42, 0.36))  # z, y, |x| centre and radii: lung bases
+PELVIS = ((-0.95, 0.42, 0.5), (0.5, 0.12, 0.34))   # iliac wings, x mirrored
+HARD_SCALE = 1.12  # hard cases: anatomy coordinates stretched, so organs look smaller
 ABSENT_P = {"spleen": 0.06, "kidney_left": 0.06, "kidney_right": 0.06, "pancreas": 0.06}
-TISSUES = ("air", "fat", "soft", "bone", "lesion") + CLASSES[1:]
+# "bone": marrow-filled (vertebral body, pelvis); "cortex": compact bone (posterior
+# elements, ribs). Organ tissues must come after "lesion" (see _add_lesion).
+TISSUES = ("air", "lung", "fat", "soft", "bone", "cortex", "lesion") + CLASSES[1:]
 
 # mean intensity per tissue; CT in HU, MR in arbitrary units. The MR orderings differ
 # from CT (CT: aorta > kidney > liver > spleen > pancreas > stomach).
-CT_MEANS = dict(air=-1000, fat=-100, soft=40, bone=650, lesion=20, liver=60, spleen=50,
-                kidney_left=150, kidney_right=150, stomach=10, aorta=200, pancreas=48)
+# T1-like MR: fat and fatty marrow bright, compact bone, lung and gas dark.
+CT_MEANS = dict(air=-1000, lung=-850, fat=-100, soft=40, bone=450, cortex=900, lesion=20,
+                liver=60, spleen=50, kidney_left=150, kidney_right=150, stomach=10, aorta=200,
+                pancreas=48)
 MR_SCANNERS = {  # name: (share, means, noise sigma, bias amplitude, field of view)
-    "A": (0.6, dict(air=0, fat=900, soft=300, bone=550, lesion=300, liver=520, spleen=380,
-                    kidney_left=430, kidney_right=430, stomach=160, aorta=90, pancreas=620),
-          18.0, 0.2, 1.0),
-    "B": (0.3, dict(air=0, fat=620, soft=260, bone=400, lesion=700, liver=280, spleen=560,
-                    kidney_left=650, kidney_right=650, stomach=780, aorta=60, pancreas=420),
-          35.0, 0.35, 1.0),
-    "C": (0.1, dict(air=0, fat=800, soft=380, bone=500, lesion=380, liver=460, spleen=420,
-                    kidney_left=520, kidney_right=520, stomach=240, aorta=150, pancreas=520),
-          55.0, 0.5, 0.78),
+    "A": (0.6, dict(air=0, lung=30, fat=1000, soft=300, bone=760, cortex=60, lesion=300,
+                    liver=520, spleen=380, kidney_left=430, kidney_right=430, stomach=160,
+                    aorta=90, pancreas=620), 18.0, 0.2, 1.0),
+    "B": (0.3, dict(air=0, lung=25, fat=1250, soft=260, bone=950, cortex=50, lesion=700,
+                    liver=280, spleen=560, kidney_left=650, kidney_right=650, stomach=780,
+                    aorta=60, pancreas=420), 35.0, 0.3, 1.0),
+    "C": (0.1, dict(air=0, lung=30, fat=1000, soft=380, bone=740, cortex=40, lesion=380,
+                    liver=460, spleen=420, kidney_left=520, kidney_right=520, stomach=260,
+                    aorta=200, pancreas=520), 55.0, 0.4, 0.78),
 }
 
 
@@ -183,7 +194,7 @@ def warped_grid(rng, shape, fov: float, hard: bool) -> np.ndarray:
     axes = [np.linspace(-1, 1, s, dtype=np.float32) for s in shape]
     p = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(3, -1) * fov
     rot = Rotation.from_euler("xyz", rng.uniform(-12, 12, 3), degrees=True).as_matrix()
-    scale = rng.uniform(0.9, 1.1) * (1.12 if hard else 1.0)  # hard: organs look smaller
+    scale = rng.uniform(0.9, 1.1) * (HARD_SCALE if hard else 1.0)  # hard: organs look smaller
     shift = rng.uniform(-0.06, 0.06, 3)
     if fov < 1:  # reduced field of view: a random part of the abdomen is visible
         shift = shift + rng.uniform(-(1 - fov), 1 - fov, 3) * np.array([1.0, 0.3, 0.3])
@@ -197,11 +208,22 @@ def warped_grid(rng, shape, fov: float, hard: bool) -> np.ndarray:
 def paint(rng, q: np.ndarray, hard: bool) -> tuple[np.ndarray, np.ndarray, dict]:
     """Tissue-index map [D,H,W] (into TISSUES) and label map, plus case info."""
     z, y, x = q
+    T = TISSUES.index
     tissue = np.zeros(q.shape[1:], np.uint8)
-    ry, rx, t = rng.uniform(0.72, 0.8), rng.uniform(0.86, 0.94), rng.uniform(0.08, 0.14)
+    ry, rx, t = rng.uniform(0.84, 0.92), rng.uniform(0.92, 0.99), rng.uniform(0.08, 0.14)
+    if hard:  # warped_grid shrank the anatomy to make organs small; keep the body's size
+        ry, rx = ry * HARD_SCALE, rx * HARD_SCALE
     r_body = (y / ry) ** 2 + (x / rx) ** 2
-    tissue[r_body < 1] = TISSUES.index("fat")
-    tissue[r_body < (1 - t) ** 2] = TISSUES.index("soft")
+    inner = r_body < (1 - t) ** 2
+    tissue[r_body < 1] = T("fat")
+    tissue[inner] = T("soft")
+    # mesenteric/omental fat: smooth patches in a fifth of the soft tissue
+    field = smooth_field(rng, tissue.shape, 5, 1.0)
+    if inner.any():
+        tissue[inner & (field > np.quantile(field[inner], 0.8))] = T("fat")
+    (cz, cy, cx), (az, ay, ax) = LUNGS
+    lung = ((z - cz) / az) ** 2 + ((y - cy) / ay) ** 2 + ((np.abs(x) - cx) / ax) ** 2 < 1
+    tissue[lung & inner] = T("lung")
     absent, lesions = [], 0
     for organ, (c, r) in ANATOMY.items():
         if rng.random() < ABSENT_P.get(organ, 0.0):
@@ -211,22 +233,64 @@ def paint(rng, q: np.ndarray, hard: bool) -> tuple[np.ndarray, np.ndarray, dict]
         r = np.array(r) * rng.uniform(0.85, 1.15, 3) * (0.8 if hard else 1.0)
         if organ == "pancreas" and hard:
             r = r * np.array([0.8, 0.7, 1.0])
-        inside = ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2 < 1
-        tissue[inside & (r_body < 1)] = TISSUES.index(organ)
+        if organ.startswith("kidney"):  # perirenal fat capsule
+            tissue[(_ellipsoid(q, c, r * 1.4) < 1) & inner] = T("fat")
+        tissue[(_ellipsoid(q, c, r) < 1) & (r_body < 1)] = T(organ)
         if organ in ("liver", "kidney_left", "kidney_right") and rng.random() < 0.25:
             lesions += _add_lesion(rng, tissue, q, c, r)
-    for name, ((cy, cx), rad) in (("aorta", AORTA), ("bone", SPINE)):
-        cy, cx = cy + rng.uniform(-0.03, 0.03), cx + rng.uniform(-0.03, 0.03)
-        rad = rad * rng.uniform(0.85, 1.15) * (0.8 if hard and name == "aorta" else 1.0)
-        tissue[((y - cy) ** 2 + (x - cx) ** 2 < rad ** 2) & (r_body < 1)] = TISSUES.index(name)
-    organ_codes = np.array([TISSUES.index(c) if c != "background" else -1 for c in CLASSES])
+    _paint_gas(rng, tissue, q, inner)
+    cy, cx = AORTA[0][0] + rng.uniform(-0.03, 0.03), AORTA[0][1] + rng.uniform(-0.03, 0.03)
+    rad = AORTA[1] * rng.uniform(0.85, 1.15) * (0.8 if hard else 1.0)
+    tissue[((y - cy) ** 2 + (x - cx) ** 2 < rad ** 2) & (r_body < 1)] = T("aorta")
+    _paint_skeleton(rng, tissue, q, r_body, t)
+    organ_codes = np.array([T(c) if c != "background" else -1 for c in CLASSES])
     lut = np.zeros(len(TISSUES), np.uint8)
     for k, code in enumerate(organ_codes[1:], start=1):
         lut[code] = k
     label = lut[tissue]
-    lesion_mask = tissue == TISSUES.index("lesion")
+    lesion_mask = tissue == T("lesion")
     label[lesion_mask] = _lesion_owner(label, lesion_mask)  # lesions belong to their organ
     return tissue, label, {"absent": absent, "lesions": lesions}
+
+
+def _ellipsoid(q, c, r) -> np.ndarray:
+    """Normalised squared radius [D,H,W] of each voxel for an axis-aligned ellipsoid."""
+    return sum(((q[k] - c[k]) / r[k]) ** 2 for k in range(3))
+
+
+def _paint_gas(rng, tissue, q, inner) -> None:
+    """A few bowel-gas pockets in the lower, anterior abdomen (never inside an organ)."""
+    free = inner & np.isin(tissue, [TISSUES.index("soft"), TISSUES.index("fat")])
+    for _ in range(int(rng.integers(3, 7))):
+        c = rng.uniform((-0.8, -0.6, -0.6), (0.1, 0.05, 0.6))
+        r = rng.uniform(0.07, 0.13) * rng.uniform(0.7, 1.3, 3)
+        tissue[(_ellipsoid(q, c, r) < 1) & free] = TISSUES.index("air")
+
+
+def _paint_skeleton(rng, tissue, q, r_body, t) -> None:
+    """Vertebral body and iliac wings (marrow "bone"); spinous and transverse processes
+    and ribs (compact "cortex"). Painted last: organs lie inside the bony cage."""
+    z, y, x = q
+    body = r_body < 1
+    (cy, cx), rad = SPINE
+    cy, cx = cy + rng.uniform(-0.03, 0.03), cx + rng.uniform(-0.03, 0.03)
+    rad = rad * rng.uniform(0.9, 1.1)
+    tissue[((y - cy) ** 2 + (x - cx) ** 2 < rad ** 2) & body] = TISSUES.index("bone")
+    cortex = ((y - cy - rad - 0.07) / 0.1) ** 2 + ((x - cx) / 0.045) ** 2 < 1  # spinous
+    cortex |= ((y - cy - 0.5 * rad) / 0.045) ** 2 + ((np.abs(x - cx) - rad - 0.07) / 0.1) ** 2 < 1
+    # ribs: a band just inside the subcutaneous fat, above the costal margin, in
+    # oblique stripes along z, open at the anterior midline
+    ring = np.sqrt(r_body)
+    band = (ring > 1 - t - rng.uniform(0.09, 0.11)) & (ring < 1 - t - 0.01)
+    stripes = np.sin(2 * np.pi * (z + 0.35 * y) / 0.24 + rng.uniform(0, 2 * np.pi)) > -0.35
+    open_front = (y < -0.2) & (np.abs(x) < 0.35)
+    cortex |= band & stripes & ~open_front & (z > rng.uniform(-0.5, -0.3))
+    tissue[cortex & body] = TISSUES.index("cortex")
+    (pz, py, px), r = PELVIS
+    for side in (-1.0, 1.0):  # wings flare laterally and curve backwards
+        yy = y - 0.3 * (np.abs(x) - px)
+        wing = _ellipsoid(np.stack([z, yy, x]), (pz, py, side * px), r) < 1
+        tissue[wing & body] = TISSUES.index("bone")
 
 
 def _add_lesion(rng, tissue, q, c, r) -> int:
