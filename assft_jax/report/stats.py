@@ -37,30 +37,6 @@ def sd(x: np.ndarray) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class Cell:
-  """One method at one budget. `values`: [cases x seeds] pooled per-case Dice (no NaN)."""
-  values: np.ndarray
-  seed_means: np.ndarray          # [n_seeds] each run's mean over its cases
-  n_nan: int                      # per-case Dice dropped as NaN
-
-  @property
-  def mean(self) -> float:
-    return float(np.mean(self.values)) if len(self.values) else math.nan
-
-  @property
-  def sd(self) -> float:
-    return sd(self.values)
-
-  @property
-  def seed_mean(self) -> float:
-    return float(np.mean(self.seed_means)) if len(self.seed_means) else math.nan
-
-  @property
-  def seed_sd(self) -> float:
-    return sd(self.seed_means)
-
-
-@dataclasses.dataclass(frozen=True)
 class ClassCell:
   """Per-class Dice of one method at one budget: one value per seed (the run's mean)."""
   values: np.ndarray
@@ -72,6 +48,21 @@ class ClassCell:
   @property
   def sd(self) -> float:
     return sd(self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell(ClassCell):
+  """One method at one budget. `values`: [cases x seeds] pooled per-case Dice (no NaN)."""
+  seed_means: np.ndarray          # [n_seeds] each run's mean over its cases
+  n_nan: int                      # per-case Dice dropped as NaN
+
+  @property
+  def seed_mean(self) -> float:
+    return float(np.mean(self.seed_means)) if len(self.seed_means) else math.nan
+
+  @property
+  def seed_sd(self) -> float:
+    return sd(self.seed_means)
 
 
 @dataclasses.dataclass(frozen=True)
