@@ -100,22 +100,15 @@ def parse(argv: list[str]) -> config_lib.RunConfig:
   return config_from_flags(fv)
 
 
-def _ints(name: str, v) -> tuple[int, ...] | None:
+def _numbers(name: str, v, kind: type = int) -> tuple | None:
+  """A comma-list flag as a tuple of `kind`; a clear error naming the flag otherwise."""
   if v is None:
     return None
   try:
-    return tuple(int(x) for x in v)
+    return tuple(kind(x) for x in v)
   except ValueError:
-    raise config_lib.ConfigError(f"--{name}={','.join(v)}: expected integers") from None
-
-
-def _floats(name: str, v) -> tuple[float, ...] | None:
-  if v is None:
-    return None
-  try:
-    return tuple(float(x) for x in v)
-  except ValueError:
-    raise config_lib.ConfigError(f"--{name}={','.join(v)}: expected numbers") from None
+    what = "integers" if kind is int else "numbers"
+    raise config_lib.ConfigError(f"--{name}={','.join(v)}: expected {what}") from None
 
 
 def config_from_flags(F=flags.FLAGS) -> config_lib.RunConfig:
@@ -129,18 +122,18 @@ def config_from_flags(F=flags.FLAGS) -> config_lib.RunConfig:
       data=config_lib.DataConfig(
           data_dir=F.data_dir, layout=F.layout, drop_labels=tuple(F.drop_labels),
           include=F.include, splits=tuple(F.splits),
-          pipeline=F.pipeline, crop_size=_ints("crop_size", F.crop_size),
-          spacing=_floats("spacing", F.spacing), orientation=F.orientation,
+          pipeline=F.pipeline, crop_size=_numbers("crop_size", F.crop_size),
+          spacing=_numbers("spacing", F.spacing, float), orientation=F.orientation,
           test_fraction=F.test_fraction, phantom_domain=F.phantom_domain,
-          phantom_n=F.phantom_n, phantom_shape=_ints("phantom_shape", F.phantom_shape),
+          phantom_n=F.phantom_n, phantom_shape=_numbers("phantom_shape", F.phantom_shape),
           phantom_seed=F.phantom_seed),
       model=config_lib.ModelConfig(
           pretrained=F.pretrained, init_filters=F.init_filters,
-          blocks_down=_ints("blocks_down", F.blocks_down), dsdepth=F.dsdepth, norm=F.norm,
+          blocks_down=_numbers("blocks_down", F.blocks_down), dsdepth=F.dsdepth, norm=F.norm,
           conv_impl=F.conv_impl, source_steps=F.source_steps, source_lr=F.source_lr),
       train=config_lib.TrainConfig(
           epochs_init=F.epochs_init, epochs_round=F.epochs_round,
-          steps_per_epoch=F.steps_per_epoch, patch=_ints("patch", F.patch),
+          steps_per_epoch=F.steps_per_epoch, patch=_numbers("patch", F.patch),
           batch_size=F.batch_size, lr=F.lr, weight_decay=F.weight_decay,
           clip_norm=F.clip_norm, precision=F.precision, devices=F.devices,
           augment=F.augment, sw_batch_size=F.sw_batch_size),

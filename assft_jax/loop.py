@@ -199,7 +199,8 @@ def _scores_of(stats: Mapping[str, Any], ids) -> dict:
   """Every queryable case's scalar scores, kept with the query: the per-case stats, and
   DKD and Q (Eq. 5, 16) over the same candidates as the ASSFT query ranks them."""
   ids = list(ids)
-  index = [list(stats["ids"]).index(c) for c in ids]
+  row = {c: i for i, c in enumerate(stats["ids"])}
+  index = [row[c] for c in ids]
   out = {}
   for key, v in stats.items():
     arr = np.asarray(v) if key != "ids" else None

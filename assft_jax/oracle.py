@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -49,7 +50,6 @@ def link_for_annotators(rows: Sequence[tuple[str, str, str]], annotation_dir: Pa
     try:
       os.symlink(Path(image).resolve(), dst)
     except OSError:
-      import shutil
       shutil.copy2(image, dst)
 
 

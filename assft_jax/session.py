@@ -154,7 +154,8 @@ class Session:
 
   def embed0(self, ids: Sequence[str]) -> np.ndarray:
     """E(0) embeddings [N, F] of the pre-trained encoder (cached across rounds)."""
-    return self.score(self.variables0, ids, 1, max(self.cfg.al.rounds, 1))["emb_0"]
+    return engine.embed0(self.module, self.variables0, self.volumes, list(ids),
+                         cache=self.cfg.cache / "emb0", **self._sw)
 
   def predict(self, variables, ids: Sequence[str]) -> dict[str, np.ndarray]:
     return engine.predict_labels(self.module, variables, self.volumes, list(ids), **self._sw)

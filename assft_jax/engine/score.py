@@ -115,6 +115,23 @@ def _emb0(module, variables, image, cache: Emb0Cache, cid: str, sw: dict) -> np.
   return emb
 
 
+def _emb0_cache(variables: Any, directory, sw: dict) -> Emb0Cache:
+  key = fingerprint(variables, sw["roi"], sw["overlap"]) if variables is not None else None
+  return Emb0Cache(directory, key)
+
+
+def embed0(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
+           ids: Sequence[str], *, roi: int | Sequence[int],
+           cache: str | os.PathLike | None = None, overlap: float = 0.5,
+           mode: str = "gaussian", sw_batch_size: int = 4) -> np.ndarray:
+  """E(0) embeddings [N, F] of `ids`: the encoder alone, through the same cache (and
+  cache key) as `score_pass`'s "emb_0", so a later scoring pass reads them back."""
+  sw = dict(roi=_triple(roi), overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
+  c = _emb0_cache(variables, cache, sw)
+  return np.stack([_emb0(module, variables, image_of(volumes[cid]), c, cid, sw)
+                   for cid in ids])
+
+
 def score_pass(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
                ids: Sequence[str], *, roi: int | Sequence[int], r: int, R: int,
                emb0_variables: Any = None, emb0_cache: str | os.PathLike | None = None,
@@ -133,9 +150,7 @@ def score_pass(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
   """
   sw = dict(roi=_triple(roi), overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
   want_emb0 = emb0_variables is not None or emb0_cache is not None
-  key = (fingerprint(emb0_variables, sw["roi"], overlap)
-         if emb0_variables is not None else None)
-  cache = Emb0Cache(emb0_cache, key)
+  cache = _emb0_cache(emb0_variables, emb0_cache, sw)
   rows: dict[str, list] = {}
   score_fn = functools.partial(_score_windows, module)
   for cid in tqdm(ids, desc=f"score r={r}", disable=not progress, leave=False):

@@ -96,6 +96,13 @@ def conv3d(x: jax.Array, kernel: jax.Array, padding, impl: str) -> jax.Array:
   return y.reshape(b, dout, *y.shape[1:])
 
 
+def _kernel3(mod: nn.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Declares mod's param "kernel" [3, 3, 3, I, O] (float32 storage, flax.linen.Conv's
+  name and layout); returns x and the kernel in the compute dtype."""
+  kernel = mod.param("kernel", he_init, (3, 3, 3, x.shape[-1], mod.features), jnp.float32)
+  return x.astype(mod.dtype), kernel.astype(mod.dtype)
+
+
 class Conv3(nn.Module):
   """3x3x3 conv, stride 1, pad 1, no bias (every non-strided conv of the network).
 
@@ -107,9 +114,8 @@ class Conv3(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", he_init, (3, 3, 3, x.shape[-1], self.features), jnp.float32)
-    return conv3d(x.astype(self.dtype), kernel.astype(self.dtype), ((1, 1),) * 3,
-                  resolve_conv_impl(self.conv_impl))
+    x, kernel = _kernel3(self, x)
+    return conv3d(x, kernel, ((1, 1),) * 3, resolve_conv_impl(self.conv_impl))
 
 
 class DownConv(nn.Module):
@@ -121,8 +127,7 @@ class DownConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cin = x.shape[-1]
-    kernel = self.param("kernel", he_init, (3, 3, 3, cin, self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    x, kernel = _kernel3(self, x)
     if resolve_conv_impl(self.conv_impl) == "native":
       return jax.lax.conv_general_dilated(x, kernel, (2, 2, 2), ((1, 1),) * 3,
                                           dimension_numbers=_DN)
@@ -139,8 +144,7 @@ class UpConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cin = x.shape[-1]
-    kernel = self.param("kernel", he_init, (3, 3, 3, cin, self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    x, kernel = _kernel3(self, x)
     if resolve_conv_impl(self.conv_impl) == "native":
       # transposed conv = correlation of the 2x-dilated input with the flipped kernel,
       # padded (k-1-p, k-1-p+output_padding) = (1, 2).
