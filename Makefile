@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # The CPU torch wheel sits on disk; pip must see it before any index offers a CUDA build.
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo test test-slow bench venv venv-test clean
+.PHONY: demo test test-slow lint format bench venv venv-test clean
 
 $(VENV)/.stamp-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.stamp-base: pyproject.toml
 
 $(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml
 	$(PIP) install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.stamp-lint: $(VENV)/.stamp-base pyproject.toml
+	$(PIP) install -q -e '.[lint]'
 	touch $@
 
 venv: $(VENV)/.stamp-base
@@ -33,6 +37,15 @@ test: venv-test
 
 test-slow: venv-test
 	$(PY) -m pytest -q -m slow
+
+# One style (pyproject.toml [tool.ruff]): lint rules and a format check; `make format` fixes.
+lint: $(VENV)/.stamp-lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.stamp-lint
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: venv-test
 	$(PY) -m experiments.bench all

@@ -3,16 +3,20 @@
 `RunConfig.to_json()` is what lands in `workdir/config.json`; a rerun compares the
 two and refuses a workdir that holds another config, naming the flags that differ.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from assft_jax.errors import AssftError
 
 
-class ConfigError(ValueError):
+class ConfigError(AssftError, ValueError):
   """A flag value that cannot run; the message names the flag."""
 
 
@@ -110,13 +114,14 @@ class RunConfig:
   @property
   def strategy_name(self) -> str:
     return {"lower_bound": "lower_bound", "upper_bound": "upper_bound"}.get(
-        self.al.mode, self.al.strategy)
+      self.al.mode, self.al.strategy
+    )
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_json(cls, d: Mapping[str, Any]) -> "RunConfig":
+  def from_json(cls, d: Mapping[str, Any]) -> RunConfig:
     def build(kind, values):
       fields = {f.name: f for f in dataclasses.fields(kind)}
       out = {}
@@ -125,11 +130,15 @@ class RunConfig:
           continue
         out[k] = tuple(v) if isinstance(v, list) else v
       return kind(**out)
+
     top = {k: v for k, v in d.items() if k not in ("data", "model", "train", "al")}
-    return cls(**top, data=build(DataConfig, d.get("data", {})),
-               model=build(ModelConfig, d.get("model", {})),
-               train=build(TrainConfig, d.get("train", {})),
-               al=build(ALConfig, d.get("al", {})))
+    return cls(
+      **top,
+      data=build(DataConfig, d.get("data", {})),
+      model=build(ModelConfig, d.get("model", {})),
+      train=build(TrainConfig, d.get("train", {})),
+      al=build(ALConfig, d.get("al", {})),
+    )
 
 
 # Fields that may change between the runs of one workdir without changing its results.
@@ -151,8 +160,7 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
   """Flag-level differences `name: old -> new`, ignoring run-control fields."""
   a, b = flatten(old), flatten(new)
   keys = sorted((set(a) | set(b)) - _RUN_CONTROL)
-  return [f"{k.split('.')[-1]}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys
-          if a.get(k) != b.get(k)]
+  return [f"{k.split('.')[-1]}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
 def budget_per_round(budget: str, pool_size: int) -> int:
@@ -169,8 +177,9 @@ def budget_per_round(budget: str, pool_size: int) -> int:
       raise ValueError
     return n
   except ValueError:
-    raise ConfigError(f"--budget={budget!r}: expected a percentage such as '5%' or a "
-                      "positive count such as '2'") from None
+    raise ConfigError(
+      f"--budget={budget!r}: expected a percentage such as '5%' or a positive count such as '2'"
+    ) from None
 
 
 def validate(cfg: RunConfig) -> None:
@@ -179,13 +188,15 @@ def validate(cfg: RunConfig) -> None:
   if al.rounds < 1 and al.mode == "al":
     raise ConfigError(f"--rounds={al.rounds}: must be at least 1")
   budget_per_round(al.budget, 10**6)
-  choices = {"init_pick": (al.init_pick, ("medoid", "random", "first")),
-             "oracle": (al.oracle, ("ground_truth", "manifest")),
-             "precision": (tr.precision, ("fp32", "bf16")),
-             "mode": (al.mode, ("al", "lower_bound", "upper_bound")),
-             "pipeline": (cfg.data.pipeline, ("paper", "ctfm")),
-             "conv_impl": (cfg.model.conv_impl, ("auto", "native", "s2d")),
-             "norm": (cfg.model.norm, ("batch", "instance", "group"))}
+  choices = {
+    "init_pick": (al.init_pick, ("medoid", "random", "first")),
+    "oracle": (al.oracle, ("ground_truth", "manifest")),
+    "precision": (tr.precision, ("fp32", "bf16")),
+    "mode": (al.mode, ("al", "lower_bound", "upper_bound")),
+    "pipeline": (cfg.data.pipeline, ("paper", "ctfm")),
+    "conv_impl": (cfg.model.conv_impl, ("auto", "native", "s2d")),
+    "norm": (cfg.model.norm, ("batch", "instance", "group")),
+  }
   for flag, (value, allowed) in choices.items():
     if value not in allowed:
       raise ConfigError(f"--{flag}={value!r}: expected one of {', '.join(allowed)}")
@@ -196,10 +207,15 @@ def validate(cfg: RunConfig) -> None:
   levels = len(cfg.model.blocks_down)
   for flag, shape in (("patch", tr.patch), ("phantom_shape", cfg.data.phantom_shape)):
     if len(shape) != 3 or any(s % 2 ** (levels - 1) for s in shape):
-      raise ConfigError(f"--{flag}={','.join(map(str, shape))}: need 3 sizes divisible by "
-                        f"{2 ** (levels - 1)} (2^(levels-1) for blocks_down of {levels} levels)")
-  for flag, v in (("epochs_init", tr.epochs_init), ("epochs_round", tr.epochs_round),
-                  ("batch_size", tr.batch_size)):
+      raise ConfigError(
+        f"--{flag}={','.join(map(str, shape))}: need 3 sizes divisible by "
+        f"{2 ** (levels - 1)} (2^(levels-1) for blocks_down of {levels} levels)"
+      )
+  for flag, v in (
+    ("epochs_init", tr.epochs_init),
+    ("epochs_round", tr.epochs_round),
+    ("batch_size", tr.batch_size),
+  ):
     if v < 1:
       raise ConfigError(f"--{flag}={v}: must be at least 1")
   if tr.steps_per_epoch < 0:

@@ -1,34 +1,35 @@
-"""Turns the project's own errors into one clear message on stderr and an exit code.
+"""One base class for every error a user can cause, the exit codes, and the CLI guard.
 
-Every error a user can cause (a flag, a file, a dataset, a checkpoint, an annotation, a
-diverged training run) has its own class whose message names the flag or file. Those
-never show a traceback; anything else is a bug and keeps its traceback.
+A user error (a flag, a file, a dataset, a checkpoint, an annotation, a diverged
+training run) derives from `AssftError`; its message names the flag or file. Every
+entry point wraps its work in `cli_errors()`, which prints that message on one line of
+stderr and exits with the error's code. Anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import contextlib
 import sys
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+"""A clear error: bad flag, bad data, bad checkpoint, diverged training, ..."""
+EXIT_PENDING = 3
+"""Waiting for annotators (--oracle=manifest): label the listed cases and rerun."""
 
-def user_errors() -> tuple[type[BaseException], ...]:
-  from assft_jax.config import ConfigError
-  from assft_jax.data.errors import DataError
-  from assft_jax.models.checkpoint import CheckpointError
-  from assft_jax.strategies.base import StrategyError
-  from assft_jax.workdir import WorkdirError
-  from assft_jax.engine.train import TrainingDiverged
-  return (ConfigError, DataError, CheckpointError, StrategyError, WorkdirError,
-          TrainingDiverged)
+
+class AssftError(Exception):
+  """Base of every error a user can cause; `cli_errors` turns it into one clear line."""
+
+  exit_code = EXIT_ERROR
+  prefix = "error: "
 
 
 @contextlib.contextmanager
 def cli_errors():
-  from assft_jax.oracle import AnnotationPending
+  """Prints a user error as one line (no traceback) and exits with its code."""
   try:
     yield
-  except AnnotationPending as e:
-    print(str(e), file=sys.stderr)
-    sys.exit(AnnotationPending.exit_code)
-  except user_errors() as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  except AssftError as e:
+    print(f"{e.prefix}{e}", file=sys.stderr)
+    sys.exit(e.exit_code)

@@ -3,14 +3,19 @@
 experiments/run.py, experiments/sweep.py and the tests share these, so a flagfile means
 the same thing to all of them.
 """
+
 from __future__ import annotations
 
 from absl import flags
 
 from assft_jax import config as config_lib
 
-_D, _M, _T, _A = (config_lib.DataConfig(), config_lib.ModelConfig(), config_lib.TrainConfig(),
-                  config_lib.ALConfig())
+_D, _M, _T, _A = (
+  config_lib.DataConfig(),
+  config_lib.ModelConfig(),
+  config_lib.TrainConfig(),
+  config_lib.ALConfig(),
+)
 
 
 def _csv(t) -> list[str] | None:
@@ -35,8 +40,12 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
   f = _Definer(fv)
   f.DEFINE_string("workdir", None, "Where the run writes everything (and resumes from).")
   f.DEFINE_integer("seed", 0, "Seed of the split, the queries and the training.")
-  f.DEFINE_string("cache_dir", None, "Shared cache (phantom data, preprocessed arrays, source "
-                  "encoder, E0 embeddings); default WORKDIR/cache.")
+  f.DEFINE_string(
+    "cache_dir",
+    None,
+    "Shared cache (phantom data, preprocessed arrays, source "
+    "encoder, E0 embeddings); default WORKDIR/cache.",
+  )
   f.DEFINE_bool("overwrite", False, "Delete the workdir's run and start afresh.")
   # data
   f.DEFINE_string("data_dir", None, "NIfTI dataset root; default: the built-in phantom benchmark.")
@@ -54,21 +63,30 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
   f.DEFINE_list("phantom_shape", _csv(_D.phantom_shape), "Phantom volume D,H,W.")
   f.DEFINE_integer("phantom_seed", _D.phantom_seed, "Phantom generator seed.")
   # model
-  f.DEFINE_string("pretrained", None, "weights_port or pretrain output dir; default: the "
-                  "phantom source encoder (pre-trained once into the cache).")
+  f.DEFINE_string(
+    "pretrained",
+    None,
+    "weights_port or pretrain output dir; default: the "
+    "phantom source encoder (pre-trained once into the cache).",
+  )
   f.DEFINE_integer("init_filters", _M.init_filters, "Width of the phantom source encoder.")
   f.DEFINE_list("blocks_down", _csv(_M.blocks_down), "Blocks per level of the source encoder.")
   f.DEFINE_integer("dsdepth", _M.dsdepth, "Deep-supervision heads (1 = none).")
   f.DEFINE_enum("norm", _M.norm, ["batch", "instance", "group"], "Normalisation layers.")
-  f.DEFINE_enum("conv_impl", _M.conv_impl, ["auto", "native", "s2d"],
-                "Strided/transposed conv implementation; auto = s2d on CPU.")
+  f.DEFINE_enum(
+    "conv_impl",
+    _M.conv_impl,
+    ["auto", "native", "s2d"],
+    "Strided/transposed conv implementation; auto = s2d on CPU.",
+  )
   f.DEFINE_integer("source_steps", _M.source_steps, "Steps of phantom source pretraining.")
   f.DEFINE_float("source_lr", _M.source_lr, "Peak learning rate of that pretraining.")
   # training
   f.DEFINE_integer("epochs_init", _T.epochs_init, "Epochs of the one-shot init (r = 0).")
   f.DEFINE_integer("epochs_round", _T.epochs_round, "Epochs of each fine-tuning stage.")
-  f.DEFINE_integer("steps_per_epoch", _T.steps_per_epoch,
-                   "Steps per epoch; 0 = ceil(training cases / batch size).")
+  f.DEFINE_integer(
+    "steps_per_epoch", _T.steps_per_epoch, "Steps per epoch; 0 = ceil(training cases / batch size)."
+  )
   f.DEFINE_list("patch", _csv(_T.patch), "Training patch and inference window D,H,W.")
   f.DEFINE_integer("batch_size", _T.batch_size, "Global batch size (split over devices).")
   f.DEFINE_float("lr", _T.lr, "AdamW peak learning rate (polynomial decay).")
@@ -118,28 +136,61 @@ def config_from_flags(F=flags.FLAGS) -> config_lib.RunConfig:
     raise config_lib.ConfigError("--lower_bound and --upper_bound exclude each other")
   mode = "lower_bound" if F.lower_bound else "upper_bound" if F.upper_bound else "al"
   cfg = config_lib.RunConfig(
-      workdir=F.workdir, seed=F.seed, cache_dir=F.cache_dir,
-      data=config_lib.DataConfig(
-          data_dir=F.data_dir, layout=F.layout, drop_labels=tuple(F.drop_labels),
-          include=F.include, splits=tuple(F.splits),
-          pipeline=F.pipeline, crop_size=_numbers("crop_size", F.crop_size),
-          spacing=_numbers("spacing", F.spacing, float), orientation=F.orientation,
-          test_fraction=F.test_fraction, phantom_domain=F.phantom_domain,
-          phantom_n=F.phantom_n, phantom_shape=_numbers("phantom_shape", F.phantom_shape),
-          phantom_seed=F.phantom_seed),
-      model=config_lib.ModelConfig(
-          pretrained=F.pretrained, init_filters=F.init_filters,
-          blocks_down=_numbers("blocks_down", F.blocks_down), dsdepth=F.dsdepth, norm=F.norm,
-          conv_impl=F.conv_impl, source_steps=F.source_steps, source_lr=F.source_lr),
-      train=config_lib.TrainConfig(
-          epochs_init=F.epochs_init, epochs_round=F.epochs_round,
-          steps_per_epoch=F.steps_per_epoch, patch=_numbers("patch", F.patch),
-          batch_size=F.batch_size, lr=F.lr, weight_decay=F.weight_decay,
-          clip_norm=F.clip_norm, precision=F.precision, devices=F.devices,
-          augment=F.augment, sw_batch_size=F.sw_batch_size),
-      al=config_lib.ALConfig(
-          strategy=F.strategy, ssft=F.ssft, rounds=F.rounds, budget=F.budget,
-          init_pick=F.init_pick, tau_c=F.tau_c, oracle=F.oracle, labels_dir=F.labels_dir,
-          annotation_dir=F.annotation_dir, mode=mode))
+    workdir=F.workdir,
+    seed=F.seed,
+    cache_dir=F.cache_dir,
+    data=config_lib.DataConfig(
+      data_dir=F.data_dir,
+      layout=F.layout,
+      drop_labels=tuple(F.drop_labels),
+      include=F.include,
+      splits=tuple(F.splits),
+      pipeline=F.pipeline,
+      crop_size=_numbers("crop_size", F.crop_size),
+      spacing=_numbers("spacing", F.spacing, float),
+      orientation=F.orientation,
+      test_fraction=F.test_fraction,
+      phantom_domain=F.phantom_domain,
+      phantom_n=F.phantom_n,
+      phantom_shape=_numbers("phantom_shape", F.phantom_shape),
+      phantom_seed=F.phantom_seed,
+    ),
+    model=config_lib.ModelConfig(
+      pretrained=F.pretrained,
+      init_filters=F.init_filters,
+      blocks_down=_numbers("blocks_down", F.blocks_down),
+      dsdepth=F.dsdepth,
+      norm=F.norm,
+      conv_impl=F.conv_impl,
+      source_steps=F.source_steps,
+      source_lr=F.source_lr,
+    ),
+    train=config_lib.TrainConfig(
+      epochs_init=F.epochs_init,
+      epochs_round=F.epochs_round,
+      steps_per_epoch=F.steps_per_epoch,
+      patch=_numbers("patch", F.patch),
+      batch_size=F.batch_size,
+      lr=F.lr,
+      weight_decay=F.weight_decay,
+      clip_norm=F.clip_norm,
+      precision=F.precision,
+      devices=F.devices,
+      augment=F.augment,
+      sw_batch_size=F.sw_batch_size,
+    ),
+    al=config_lib.ALConfig(
+      strategy=F.strategy,
+      ssft=F.ssft,
+      rounds=F.rounds,
+      budget=F.budget,
+      init_pick=F.init_pick,
+      tau_c=F.tau_c,
+      oracle=F.oracle,
+      labels_dir=F.labels_dir,
+      annotation_dir=F.annotation_dir,
+      mode=mode,
+    ),
+  )
   config_lib.validate(cfg)
   return cfg

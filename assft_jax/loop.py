@@ -7,14 +7,15 @@ workdir, else start from `--pretrained`, else from the phantom source encoder
 slices and a DONE marker, then summary.json is rewritten atomically; a rerun of the
 same command continues after the last DONE round and gives the same results.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import jax
 import numpy as np
 
 from assft_jax import config as config_lib
@@ -32,7 +33,8 @@ def run(cfg: config_lib.RunConfig, overwrite: bool = False) -> dict:
   config_lib.validate(cfg)
   if cfg.al.mode == "al" and cfg.al.strategy not in strategies.names():
     raise config_lib.ConfigError(
-        f"--strategy={cfg.al.strategy!r} is unknown; valid: {', '.join(strategies.names())}")
+      f"--strategy={cfg.al.strategy!r} is unknown; valid: {', '.join(strategies.names())}"
+    )
   workdir = wd_lib.open_workdir(cfg, overwrite=overwrite)
 
   def check(split):
@@ -51,7 +53,7 @@ def run(cfg: config_lib.RunConfig, overwrite: bool = False) -> dict:
 # ----------------------------------------------------------------------------- AL
 
 
-def _active_learning(sess: "session_lib.Session") -> dict:
+def _active_learning(sess: session_lib.Session) -> dict:
   cfg, wd = sess.cfg, sess.workdir
   R = cfg.al.rounds
   n_b = config_lib.budget_per_round(cfg.al.budget, len(sess.split["pool"]))
@@ -99,8 +101,12 @@ def _round(sess, summary, pool: Pool, variables, r: int, n_b: int) -> tuple[Pool
     rng = np.random.default_rng([cfg.seed, r, 1])
     budget = min(n_b, len(pool.queryable))
     ids = strategies.get(cfg.al.strategy).select(stats, pool, budget, rng, r=r, R=R)
-    query = {"round": r, "strategy": cfg.al.strategy, "queried": list(ids),
-             "scores": _scores_of(stats, pool.queryable)}
+    query = {
+      "round": r,
+      "strategy": cfg.al.strategy,
+      "queried": list(ids),
+      "scores": _scores_of(stats, pool.queryable),
+    }
     config_lib.write_json_atomic(rd / "query.json", query)
   queried = query["queried"]
   labels = {**sess.known_labels(pool), **sess.label(queried, r)}
@@ -114,13 +120,14 @@ def _round(sess, summary, pool: Pool, variables, r: int, n_b: int) -> tuple[Pool
     n_su = strategies.n_su(n_b, r, len(pool.unlabeled))
     pseudo_ids, k = strategies.select_reliable(stats, pool, n_su, cfg.al.tau_c)
     pseudo = sess.predict(variables, pseudo_ids)
-    config_lib.write_json_atomic(rd / "ssft.json", {"n_su": n_su, "K": int(k),
-                                                    "pseudo": list(pseudo_ids)})
+    config_lib.write_json_atomic(
+      rd / "ssft.json", {"n_su": n_su, "K": int(k), "pseudo": list(pseudo_ids)}
+    )
     # Stage 3: fine-tune on T_l ∪ pseudo.
-    variables = sess.fit(variables, labels, pseudo, cfg.train.epochs_round, round_=r,
-                         stage="s3")
-  pool = dataclasses.replace(pool, pseudo=tuple(pseudo_ids),
-                             excluded=tuple(strategies.next_excluded(pseudo_ids)))
+    variables = sess.fit(variables, labels, pseudo, cfg.train.epochs_round, round_=r, stage="s3")
+  pool = dataclasses.replace(
+    pool, pseudo=tuple(pseudo_ids), excluded=tuple(strategies.next_excluded(pseudo_ids))
+  )
   _finish_round(sess, summary, pool, variables, r, queried, pseudo_ids)
   return pool, variables
 
@@ -133,13 +140,24 @@ def _finish_round(sess, summary, pool: Pool, variables, r, queried, pseudo_ids) 
   config_lib.write_json_atomic(rd / "pool.json", pool.to_json())
   wd_lib.mark_done(sess.workdir, r)
   summary["rounds"] = [x for x in summary["rounds"] if x["round"] != r]
-  summary["rounds"].append({"round": r, "n_labeled": len(pool.labeled),
-                            "queried": list(queried), "pseudo": list(pseudo_ids), **result})
+  summary["rounds"].append(
+    {
+      "round": r,
+      "n_labeled": len(pool.labeled),
+      "queried": list(queried),
+      "pseudo": list(pseudo_ids),
+      **result,
+    }
+  )
   summary["budget_label"] = _budget_labels(sess.cfg, len(summary["rounds"]))
   _write_summary(sess.workdir, summary)
-  log.info("round %d: %d labeled, Dice %.4f ± %.4f", r, len(pool.labeled),
-           result["dice_mean"] if result["dice_mean"] is not None else float("nan"),
-           result["dice_sd"] if result["dice_sd"] is not None else float("nan"))
+  log.info(
+    "round %d: %d labeled, Dice %.4f ± %.4f",
+    r,
+    len(pool.labeled),
+    result["dice_mean"] if result["dice_mean"] is not None else float("nan"),
+    result["dice_sd"] if result["dice_sd"] is not None else float("nan"),
+  )
 
 
 # ------------------------------------------------------------------------- bounds
@@ -163,8 +181,9 @@ def _bound_run(sess, train: bool) -> dict:
   wd_lib.mark_done(wd, 0)
   key = "upper_bound" if train else "lower_bound"
   summary[key] = result["dice_mean"]
-  summary["rounds"] = [{"round": 0, "n_labeled": len(ids) if train else 0, "queried": [],
-                        "pseudo": [], **result}]
+  summary["rounds"] = [
+    {"round": 0, "n_labeled": len(ids) if train else 0, "queried": [], "pseudo": [], **result}
+  ]
   summary["complete"] = True
   _write_summary(wd, summary)
   return summary
@@ -190,9 +209,10 @@ def _check_budget(n_b: int, R: int, pool_size: int, cfg) -> None:
   need = 1 + n_b * R
   if need > pool_size:
     raise config_lib.ConfigError(
-        f"--budget={cfg.al.budget} × --rounds={R} (+1 initial case) asks for {need} cases, "
-        f"but the target pool holds {pool_size} (after the {cfg.data.test_fraction:.0%} test "
-        "split). Lower --budget or --rounds.")
+      f"--budget={cfg.al.budget} × --rounds={R} (+1 initial case) asks for {need} cases, "
+      f"but the target pool holds {pool_size} (after the {cfg.data.test_fraction:.0%} test "
+      "split). Lower --budget or --rounds."
+    )
 
 
 def _scores_of(stats: Mapping[str, Any], ids) -> dict:
@@ -225,10 +245,17 @@ def _budget_labels(cfg, n_rounds: int) -> list[str]:
 def _load_summary(sess, n_b) -> dict:
   s = wd_lib.read_json(sess.workdir / "summary.json")
   if s is None:
-    s = {"strategy": sess.cfg.strategy_name, "ssft": bool(sess.cfg.al.ssft),
-         "seed": sess.cfg.seed, "complete": False, "budget_per_round": n_b,
-         "lower_bound": None, "upper_bound": None, "class_names": list(sess.class_names[1:]),
-         "rounds": []}
+    s = {
+      "strategy": sess.cfg.strategy_name,
+      "ssft": bool(sess.cfg.al.ssft),
+      "seed": sess.cfg.seed,
+      "complete": False,
+      "budget_per_round": n_b,
+      "lower_bound": None,
+      "upper_bound": None,
+      "class_names": list(sess.class_names[1:]),
+      "rounds": [],
+    }
   return s
 
 

@@ -4,27 +4,33 @@ The manifest oracle writes `to_annotate.csv` and raises `AnnotationPending` (the
 exits with code 3) until every queried case has a valid label file under
 `--labels_dir`; a rerun of the same command then continues from that round.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import os
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from assft_jax.errors import EXIT_PENDING, AssftError
 
 LABEL_SUFFIX = ".nii.gz"
 
 
-class AnnotationPending(RuntimeError):
+class AnnotationPending(AssftError, RuntimeError):
   """Queried cases still need (valid) label files; the message says which and where."""
-  exit_code = 3
+
+  exit_code = EXIT_PENDING
+  prefix = ""
 
 
-def manifest_rows(ids: Sequence[str], images: Mapping[str, Path],
-                  labels_dir: Path) -> list[tuple[str, str, str]]:
+def manifest_rows(
+  ids: Sequence[str], images: Mapping[str, Path], labels_dir: Path
+) -> list[tuple[str, str, str]]:
   return [(i, str(images[i]), str(Path(labels_dir) / f"{i}{LABEL_SUFFIX}")) for i in ids]
 
 
@@ -43,7 +49,7 @@ def link_for_annotators(rows: Sequence[tuple[str, str, str]], annotation_dir: Pa
   """Symlinks the queried images into one folder (copies where links are not allowed)."""
   annotation_dir = Path(annotation_dir)
   annotation_dir.mkdir(parents=True, exist_ok=True)
-  for case_id, image, _ in rows:
+  for _, image, _ in rows:
     dst = annotation_dir / Path(image).name
     if dst.exists() or dst.is_symlink():
       continue
@@ -53,9 +59,13 @@ def link_for_annotators(rows: Sequence[tuple[str, str, str]], annotation_dir: Pa
       shutil.copy2(image, dst)
 
 
-def collect_labels(ids: Sequence[str], rows: Sequence[tuple[str, str, str]],
-                   load_label: Callable[[str, Path], np.ndarray], manifest: Path,
-                   round_: int) -> dict[str, np.ndarray]:
+def collect_labels(
+  ids: Sequence[str],
+  rows: Sequence[tuple[str, str, str]],
+  load_label: Callable[[str, Path], np.ndarray],
+  manifest: Path,
+  round_: int,
+) -> dict[str, np.ndarray]:
   """Loads every queried case's label file, or raises AnnotationPending listing all gaps.
 
   load_label(case_id, path) returns the preprocessed label [D, H, W] int32 or raises
@@ -72,8 +82,7 @@ def collect_labels(ids: Sequence[str], rows: Sequence[tuple[str, str, str]],
     except ValueError as e:
       invalid.append(f"  {case_id}: {path}: {e}")
   if missing or invalid:
-    lines = [f"round {round_}: {len(ids)} queried case(s) need annotation; "
-             f"the list is {manifest}."]
+    lines = [f"round {round_}: {len(ids)} queried case(s) need annotation; the list is {manifest}."]
     if missing:
       lines += [f"missing label files ({len(missing)}):", *missing]
     if invalid:

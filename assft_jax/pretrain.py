@@ -6,20 +6,19 @@ encoder source-domain knowledge for PAKD/DKD to measure a gap against), and keep
 encoder, in the same checkpoint format as `weights_port` writes. It is cached under
 `cache_dir`, keyed by every setting that changes it, so a sweep trains it once.
 """
+
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jax
-import numpy as np
 
 from assft_jax import config as config_lib
 from assft_jax import data as data_lib
-from assft_jax import engine
-from assft_jax import models
+from assft_jax import engine, models
 
 log = logging.getLogger("assft_jax.pretrain")
 
@@ -27,6 +26,7 @@ log = logging.getLogger("assft_jax.pretrain")
 def ensure_phantom(cache: Path, domain: str, n: int, shape: Sequence[int], seed: int) -> Path:
   """The phantom dataset for these settings, generated once into the cache (atomically)."""
   from assft_jax.data import phantom
+
   # The generator version is in the key: a changed phantom never reuses old data.
   name = f"phantom_{domain}_v{phantom.VERSION}_n{n}_{'x'.join(map(str, shape))}_s{seed}"
   out = Path(cache) / name
@@ -42,54 +42,96 @@ def ensure_phantom(cache: Path, domain: str, n: int, shape: Sequence[int], seed:
 def ensure_source_encoder(cfg: config_lib.RunConfig) -> Path:
   """The cached source encoder for cfg's model and phantom settings (trained if absent)."""
   from assft_jax.data import phantom
+
   m, d = cfg.model, cfg.data
-  key = (f"source_encoder_v{phantom.VERSION}_f{m.init_filters}_b{''.join(map(str, m.blocks_down))}_{m.norm}"
-         f"_{'x'.join(map(str, d.phantom_shape))}_n{d.phantom_n}_t{m.source_steps}"
-         f"_lr{m.source_lr:g}_s{d.phantom_seed}")
+  key = (
+    f"source_encoder_v{phantom.VERSION}_f{m.init_filters}_b{''.join(map(str, m.blocks_down))}_{m.norm}"
+    f"_{'x'.join(map(str, d.phantom_shape))}_n{d.phantom_n}_t{m.source_steps}"
+    f"_lr{m.source_lr:g}_s{d.phantom_seed}"
+  )
   out = cfg.cache / key
   if (out / "model.json").exists():
     return out
   log.info("pre-training the phantom source encoder into %s", out)
-  pretrain_source(out, cache=cfg.cache, init_filters=m.init_filters,
-                  blocks_down=m.blocks_down, norm=m.norm, conv_impl=m.conv_impl,
-                  n=d.phantom_n, shape=d.phantom_shape, seed=d.phantom_seed,
-                  steps=m.source_steps, patch=cfg.train.patch,
-                  batch_size=cfg.train.batch_size, lr=m.source_lr)
+  pretrain_source(
+    out,
+    cache=cfg.cache,
+    init_filters=m.init_filters,
+    blocks_down=m.blocks_down,
+    norm=m.norm,
+    conv_impl=m.conv_impl,
+    n=d.phantom_n,
+    shape=d.phantom_shape,
+    seed=d.phantom_seed,
+    steps=m.source_steps,
+    patch=cfg.train.patch,
+    batch_size=cfg.train.batch_size,
+    lr=m.source_lr,
+  )
   return out
 
 
-def pretrain_source(out_dir: Path, *, cache: Path, init_filters: int,
-                    blocks_down: Sequence[int], norm: str = "batch", conv_impl: str = "auto",
-                    n: int = 40, shape: Sequence[int] = (32, 32, 32), seed: int = 0,
-                    steps: int = 150, patch: Sequence[int] = (32, 32, 32),
-                    batch_size: int = 2, lr: float = 1e-3) -> Path:
+def pretrain_source(
+  out_dir: Path,
+  *,
+  cache: Path,
+  init_filters: int,
+  blocks_down: Sequence[int],
+  norm: str = "batch",
+  conv_impl: str = "auto",
+  n: int = 40,
+  shape: Sequence[int] = (32, 32, 32),
+  seed: int = 0,
+  steps: int = 150,
+  patch: Sequence[int] = (32, 32, 32),
+  batch_size: int = 2,
+  lr: float = 1e-3,
+) -> Path:
   """Trains SegResNetDS on the phantom CT source for `steps` steps; saves its encoder."""
   # A seed offset keeps source cases distinct from any target phantom with the same seed.
   root = ensure_phantom(cache, "ct", n, shape, seed + 1000)
   dataset = data_lib.load_index(root)
   volumes = data_lib.prepare(dataset, data_lib.PreprocessConfig(), Path(cache) / "preprocessed")
   num_classes = len(dataset.class_names)
-  module = models.SegResNetDS(init_filters=init_filters, out_channels=num_classes,
-                              blocks_down=tuple(blocks_down), norm=norm, conv_impl=conv_impl)
+  module = models.SegResNetDS(
+    init_filters=init_filters,
+    out_channels=num_classes,
+    blocks_down=tuple(blocks_down),
+    norm=norm,
+    conv_impl=conv_impl,
+  )
   variables = models.init_variables(module, jax.random.PRNGKey(seed), tuple(patch))
   tx = engine.make_optimizer(lr, steps)
-  mesh = engine.make_mesh(jax.local_devices()[:1] if batch_size % jax.local_device_count()
-                          else jax.local_devices())
-  step = engine.make_train_step(module, tx, mesh, num_classes,
-                                augment_cfg=data_lib.AugmentConfig())
-  loader = data_lib.make_loader(volumes, list(dataset.ids), patch, batch_size, seed,
-                                num_batches=steps)
+  mesh = engine.make_mesh(
+    jax.local_devices()[:1] if batch_size % jax.local_device_count() else jax.local_devices()
+  )
+  step = engine.make_train_step(module, tx, mesh, num_classes, augment_cfg=data_lib.AugmentConfig())
+  loader = data_lib.make_loader(
+    volumes, list(dataset.ids), patch, batch_size, seed, num_batches=steps
+  )
   state = engine.create_state(module, variables, tx)
-  state, history = engine.fine_tune(state, step, loader, 1, steps, jax.random.PRNGKey(seed),
-                                    desc="source pretrain", progress=False)
+  state, history = engine.fine_tune(
+    state, step, loader, 1, steps, jax.random.PRNGKey(seed), desc="source pretrain", progress=False
+  )
   v = jax.device_get(engine.variables_of(state))
   enc_vars = {coll: v[coll]["encoder"] for coll in v}
-  enc_module = models.SegResEncoder(init_filters=init_filters, blocks_down=tuple(blocks_down),
-                                    norm=norm, conv_impl=conv_impl)
+  enc_module = models.SegResEncoder(
+    init_filters=init_filters, blocks_down=tuple(blocks_down), norm=norm, conv_impl=conv_impl
+  )
   models.save_pretrained(out_dir, models.model_config(enc_module), enc_vars)
-  config_lib.write_json_atomic(Path(out_dir) / "source.json", {
-      "phantom": str(root), "steps": steps, "final_loss": history[-1]["loss"],
-      "final_dice": history[-1]["dice"]})
-  log.info("source encoder: loss %.4f, batch Dice %.3f after %d steps",
-           history[-1]["loss"], history[-1]["dice"], steps)
+  config_lib.write_json_atomic(
+    Path(out_dir) / "source.json",
+    {
+      "phantom": str(root),
+      "steps": steps,
+      "final_loss": history[-1]["loss"],
+      "final_dice": history[-1]["dice"],
+    },
+  )
+  log.info(
+    "source encoder: loss %.4f, batch Dice %.3f after %d steps",
+    history[-1]["loss"],
+    history[-1]["dice"],
+    steps,
+  )
   return Path(out_dir)

@@ -4,23 +4,23 @@
 Algorithm 1 reads as the paper writes it; this file is the glue onto the rooms
 (data, models, engine) and the place where their settings meet the RunConfig.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 from assft_jax import config as config_lib
 from assft_jax import data as data_lib
-from assft_jax import engine
-from assft_jax import models
+from assft_jax import engine, models, pretrain
 from assft_jax import oracle as oracle_lib
-from assft_jax import pretrain
 from assft_jax import workdir as wd_lib
 from assft_jax.pool import Pool
 
@@ -44,7 +44,7 @@ class Session:
   # ------------------------------------------------------------------ construction
 
   @classmethod
-  def open(cls, cfg: config_lib.RunConfig, workdir: Path, check=None) -> "Session":
+  def open(cls, cfg: config_lib.RunConfig, workdir: Path, check=None) -> Session:
     """Data first (cheap, and where most user errors show), then `check(split)`, then
     the model (which may pre-train the source encoder)."""
     dataset = load_dataset(cfg)
@@ -54,8 +54,16 @@ class Session:
     if check is not None:
       check(split)
     module, variables0 = initial_model(cfg, len(dataset.class_names))
-    return cls(cfg=cfg, workdir=workdir, dataset=dataset, volumes=volumes, split=split,
-               module=module, variables0=variables0, mesh=mesh)
+    return cls(
+      cfg=cfg,
+      workdir=workdir,
+      dataset=dataset,
+      volumes=volumes,
+      split=split,
+      module=module,
+      variables0=variables0,
+      mesh=mesh,
+    )
 
   @property
   def class_names(self) -> tuple[str, ...]:
@@ -77,8 +85,9 @@ class Session:
     if self.cfg.al.oracle == "ground_truth":
       return {i: self._gt(i) for i in ids}
     rd = wd_lib.round_dir(self.workdir, r)
-    rows = oracle_lib.manifest_rows(ids, {c.id: c.image for c in self.dataset.cases},
-                                    Path(self.cfg.al.labels_dir))
+    rows = oracle_lib.manifest_rows(
+      ids, {c.id: c.image for c in self.dataset.cases}, Path(self.cfg.al.labels_dir)
+    )
     manifest = rd / "to_annotate.csv"
     if not manifest.exists():
       oracle_lib.write_manifest(manifest, rows)
@@ -90,8 +99,10 @@ class Session:
     """Labels of the cases labeled in earlier rounds (already checked then)."""
     if self.cfg.al.oracle == "ground_truth":
       return {i: self._gt(i) for i in pool.labeled}
-    return {i: self._annotated_label(i, Path(self.cfg.al.labels_dir) /
-                                     f"{i}{oracle_lib.LABEL_SUFFIX}") for i in pool.labeled}
+    return {
+      i: self._annotated_label(i, Path(self.cfg.al.labels_dir) / f"{i}{oracle_lib.LABEL_SUFFIX}")
+      for i in pool.labeled
+    }
 
   def _gt(self, cid: str) -> np.ndarray:
     label = self.volumes[cid].label
@@ -111,8 +122,16 @@ class Session:
 
   # -------------------------------------------------------------------- training
 
-  def fit(self, variables, labels: Mapping[str, np.ndarray], pseudo: Mapping[str, np.ndarray],
-          epochs: int, *, round_: int, stage: str):
+  def fit(
+    self,
+    variables,
+    labels: Mapping[str, np.ndarray],
+    pseudo: Mapping[str, np.ndarray],
+    epochs: int,
+    *,
+    round_: int,
+    stage: str,
+  ):
     """Fine-tunes from `variables` on labeled ∪ pseudo cases; returns new variables."""
     tr = self.cfg.train
     targets = {**labels, **pseudo}
@@ -123,15 +142,24 @@ class Session:
     # create_state copies: the step donates its state, and the caller's variables (e.g.
     # F(0), which E(0) embeddings come from) must stay valid.
     state = engine.create_state(self.module, variables, tx)
-    seed = int(np.random.SeedSequence([self.cfg.seed, round_, _STAGES[stage]])
-               .generate_state(1)[0])
-    loader = data_lib.make_loader(self.volumes, ids, tr.patch, tr.batch_size, seed,
-                                  pseudo=targets, num_batches=n_steps)
+    seed = int(np.random.SeedSequence([self.cfg.seed, round_, _STAGES[stage]]).generate_state(1)[0])
+    loader = data_lib.make_loader(
+      self.volumes, ids, tr.patch, tr.batch_size, seed, pseudo=targets, num_batches=n_steps
+    )
     rng = jax.random.PRNGKey(seed)
     rd = wd_lib.round_dir(self.workdir, round_)
-    state, _ = engine.fine_tune(state, step, loader, epochs, spe, rng, round_=round_,
-                                log_path=rd / f"train_{stage}.jsonl",
-                                desc=f"r{round_} {stage}", progress=_progress())
+    state, _ = engine.fine_tune(
+      state,
+      step,
+      loader,
+      epochs,
+      spe,
+      rng,
+      round_=round_,
+      log_path=rd / f"train_{stage}.jsonl",
+      desc=f"r{round_} {stage}",
+      progress=_progress(),
+    )
     return engine.variables_of(state)
 
   def _step_for(self, n_steps: int):
@@ -140,22 +168,37 @@ class Session:
       tr = self.cfg.train
       tx = engine.make_optimizer(tr.lr, n_steps, tr.weight_decay, clip_norm=tr.clip_norm)
       aug = data_lib.AugmentConfig() if tr.augment else None
-      step = engine.make_train_step(self.module, tx, self.mesh, self.num_classes,
-                                    precision=tr.precision, augment_cfg=aug)
+      step = engine.make_train_step(
+        self.module, tx, self.mesh, self.num_classes, precision=tr.precision, augment_cfg=aug
+      )
       self._steps[n_steps] = (tx, step)
     return self._steps[n_steps]
 
   # --------------------------------------------------------------------- scoring
 
   def score(self, variables, ids: Sequence[str], r: int, R: int) -> dict:
-    return engine.score_pass(self.module, variables, self.volumes, list(ids), r=r, R=R,
-                             emb0_variables=self.variables0,
-                             emb0_cache=self.cfg.cache / "emb0", **self._sw)
+    return engine.score_pass(
+      self.module,
+      variables,
+      self.volumes,
+      list(ids),
+      r=r,
+      R=R,
+      emb0_variables=self.variables0,
+      emb0_cache=self.cfg.cache / "emb0",
+      **self._sw,
+    )
 
   def embed0(self, ids: Sequence[str]) -> np.ndarray:
     """E(0) embeddings [N, F] of the pre-trained encoder (cached across rounds)."""
-    return engine.embed0(self.module, self.variables0, self.volumes, list(ids),
-                         cache=self.cfg.cache / "emb0", **self._sw)
+    return engine.embed0(
+      self.module,
+      self.variables0,
+      self.volumes,
+      list(ids),
+      cache=self.cfg.cache / "emb0",
+      **self._sw,
+    )
 
   def predict(self, variables, ids: Sequence[str]) -> dict[str, np.ndarray]:
     return engine.predict_labels(self.module, variables, self.volumes, list(ids), **self._sw)
@@ -163,20 +206,31 @@ class Session:
   def evaluate(self, variables) -> dict:
     ids = list(self.split["test"])
     if not ids:
-      return {"dice_mean": None, "dice_sd": None, "dice_per_case": {},
-              "dice_per_class": {}}
-    res = engine.evaluate(self.module, variables, self.volumes, ids,
-                          num_classes=self.num_classes, class_names=self.class_names,
-                          **self._sw)
-    return {"dice_mean": _num(res["mean"]), "dice_sd": _num(res["sd"]),
-            "dice_per_case": {c: v["mean"] for c, v in res["per_case"].items()},
-            "dice_per_class": res["per_class"]}
+      return {"dice_mean": None, "dice_sd": None, "dice_per_case": {}, "dice_per_class": {}}
+    res = engine.evaluate(
+      self.module,
+      variables,
+      self.volumes,
+      ids,
+      num_classes=self.num_classes,
+      class_names=self.class_names,
+      **self._sw,
+    )
+    return {
+      "dice_mean": _num(res["mean"]),
+      "dice_sd": _num(res["sd"]),
+      "dice_per_case": {c: v["mean"] for c, v in res["per_case"].items()},
+      "dice_per_class": res["per_class"],
+    }
 
   # ------------------------------------------------------------------ persistence
 
   def save_round_model(self, r: int, variables) -> None:
-    models.save_pretrained(wd_lib.round_dir(self.workdir, r) / "model",
-                           models.model_config(self.module), jax.device_get(variables))
+    models.save_pretrained(
+      wd_lib.round_dir(self.workdir, r) / "model",
+      models.model_config(self.module),
+      jax.device_get(variables),
+    )
 
   def load_round_model(self, r: int):
     _, variables = models.load_pretrained(wd_lib.round_dir(self.workdir, r) / "model")
@@ -203,28 +257,39 @@ class Session:
 # ----------------------------------------------------------------------- helpers
 
 
-def _pcfg(cfg: config_lib.RunConfig) -> "data_lib.PreprocessConfig":
+def _pcfg(cfg: config_lib.RunConfig) -> data_lib.PreprocessConfig:
   d = cfg.data
-  return data_lib.PreprocessConfig(pipeline=d.pipeline, crop_size=d.crop_size,
-                                   spacing=d.spacing, orientation=d.orientation)
+  return data_lib.PreprocessConfig(
+    pipeline=d.pipeline, crop_size=d.crop_size, spacing=d.spacing, orientation=d.orientation
+  )
 
 
 def load_dataset(cfg: config_lib.RunConfig) -> data_lib.Dataset:
   """The user's dataset, or the built-in phantom target domain generated into the cache."""
   d = cfg.data
-  root = Path(d.data_dir) if d.data_dir else pretrain.ensure_phantom(
-      cfg.cache, d.phantom_domain, d.phantom_n, d.phantom_shape, d.phantom_seed)
-  return data_lib.load_index(root, d.layout, drop_labels=d.drop_labels,
-                             require_labels=cfg.al.oracle == "ground_truth",
-                             include=d.include, splits=d.splits)
+  root = (
+    Path(d.data_dir)
+    if d.data_dir
+    else pretrain.ensure_phantom(
+      cfg.cache, d.phantom_domain, d.phantom_n, d.phantom_shape, d.phantom_seed
+    )
+  )
+  return data_lib.load_index(
+    root,
+    d.layout,
+    drop_labels=d.drop_labels,
+    require_labels=cfg.al.oracle == "ground_truth",
+    include=d.include,
+    splits=d.splits,
+  )
 
 
 def initial_model(cfg: config_lib.RunConfig, num_classes: int):
   """F(0) = [E(p); D(0)]: the pre-trained encoder and a fresh He-initialised decoder."""
   src = cfg.model.pretrained or pretrain.ensure_source_encoder(cfg)
   module, variables = models.load_pretrained(
-      src, out_channels=num_classes, rng=jax.random.PRNGKey(cfg.seed),
-      conv_impl=cfg.model.conv_impl)
+    src, out_channels=num_classes, rng=jax.random.PRNGKey(cfg.seed), conv_impl=cfg.model.conv_impl
+  )
   return module, variables
 
 
@@ -250,8 +315,10 @@ def _mesh(cfg):
   if n > len(devs):
     raise config_lib.ConfigError(f"--devices={n}: only {len(devs)} local device(s)")
   if cfg.train.batch_size % n:
-    raise config_lib.ConfigError(f"--batch_size={cfg.train.batch_size} must divide by the "
-                                 f"{n} device(s) of the data-parallel mesh (--devices)")
+    raise config_lib.ConfigError(
+      f"--batch_size={cfg.train.batch_size} must divide by the "
+      f"{n} device(s) of the data-parallel mesh (--devices)"
+    )
   return engine.make_mesh(devs[:n])
 
 
@@ -261,4 +328,5 @@ def _num(v) -> float | None:
 
 def _progress() -> bool:
   import sys
+
   return sys.stderr.isatty()

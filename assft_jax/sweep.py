@@ -8,6 +8,7 @@ cells of the bound runs (`--lower_bound` / `--upper_bound`). A cell whose summar
 which resumes it (issue #6 §4). The command runner is injectable so the planning and
 bookkeeping are testable without subprocesses.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,21 +17,22 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
-WAITING_FOR_LABELS = 3   # experiments.run's exit code when human annotation is pending
+from assft_jax.errors import EXIT_ERROR, EXIT_OK, EXIT_PENDING, AssftError
 
 Runner = Callable[[list[str]], int]
 
 
-class SweepError(ValueError):
+class SweepError(AssftError, ValueError):
   """Bad sweep arguments; the message names the flag and what is wrong."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
   """token: the --strategies entry (also the directory name); strategy: the run's."""
+
   token: str
   strategy: str
   ssft: bool
@@ -46,11 +48,11 @@ BOUNDS = ("lower_bound", "upper_bound")
 
 
 def parse_token(token: str) -> tuple[str, bool]:
-  """"assft" -> ("assft", True); "random+ssft" -> ("random", True); "x" -> ("x", False)."""
+  """ "assft" -> ("assft", True); "random+ssft" -> ("random", True); "x" -> ("x", False)."""
   if token in BOUNDS:
     return token, False
   if token.lower().endswith("+ssft"):
-    return token[:-len("+ssft")], True
+    return token[: -len("+ssft")], True
   return token, token.lower() == "assft"
 
 
@@ -65,19 +67,21 @@ class SweepResult:
   def exit_code(self) -> int:
     """1 if any cell failed, else 3 if any waits for labels, else 0."""
     if self.failed:
-      return 1
-    return WAITING_FOR_LABELS if self.waiting else 0
+      return EXIT_ERROR
+    return EXIT_PENDING if self.waiting else EXIT_OK
 
   def describe(self) -> str:
-    lines = [f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (complete), "
-             f"{len(self.waiting)} waiting for labels, {len(self.failed)} failed"]
+    lines = [
+      f"sweep: {len(self.ran)} ran, {len(self.skipped)} skipped (complete), "
+      f"{len(self.waiting)} waiting for labels, {len(self.failed)} failed"
+    ]
     lines += [f"  waiting for labels: {c.name} ({c.workdir})" for c in self.waiting]
     lines += [f"  FAILED (exit {rc}): {c.name} ({c.workdir})" for c, rc in self.failed]
     return "\n".join(lines)
 
 
 def parse_strategies(text: str) -> list[str]:
-  """"a,b,a" -> ["a", "b"]; names must be usable as directory names ("+ssft" allowed)."""
+  """ "a,b,a" -> ["a", "b"]; names must be usable as directory names ("+ssft" allowed)."""
   names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
   if not names:
     raise SweepError("--strategies: empty; give a comma-separated list, e.g. assft,rand")
@@ -88,7 +92,7 @@ def parse_strategies(text: str) -> list[str]:
 
 
 def parse_seeds(text: str) -> list[int]:
-  """"0,1,2" -> [0, 1, 2]; "0-4" ranges are allowed."""
+  """ "0,1,2" -> [0, 1, 2]; "0-4" ranges are allowed."""
   seeds: list[int] = []
   for part in (p.strip() for p in text.split(",") if p.strip()):
     m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -103,8 +107,9 @@ def parse_seeds(text: str) -> list[int]:
   return seeds
 
 
-def plan_cells(strategies: Sequence[str], seeds: Sequence[int], out: str | os.PathLike
-               ) -> list[Cell]:
+def plan_cells(
+  strategies: Sequence[str], seeds: Sequence[int], out: str | os.PathLike
+) -> list[Cell]:
   """Strategy-major order, so one strategy's seeds finish together."""
   out = Path(out)
   return [Cell(t, *parse_token(t), k, out / t / f"seed_{k}") for t in strategies for k in seeds]
@@ -118,26 +123,35 @@ def is_complete(workdir: Path) -> bool:
     return False
 
 
-CELL_FLAGS = ("strategy", "seed", "workdir", "ssft") + BOUNDS   # set per cell; never passed through
+CELL_FLAGS = ("strategy", "seed", "workdir", "ssft") + BOUNDS  # set per cell; never passed through
 
 
 def check_extra(extra: Sequence[str]) -> None:
   """Pass-through flags may not set what the sweep sets per cell."""
-  bad = [a for a in extra
-         if re.fullmatch(r"--?(no)?(%s)(=.*)?" % "|".join(CELL_FLAGS), a)]
+  bad = [a for a in extra if re.fullmatch(rf"--?(no)?({'|'.join(CELL_FLAGS)})(=.*)?", a)]
   if bad:
-    raise SweepError(f"{' '.join(bad)}: set per cell by the sweep (use --strategies, --seeds, "
-                     "--out; name a strategy <name>+ssft to run it with SSFT)")
+    raise SweepError(
+      f"{' '.join(bad)}: set per cell by the sweep (use --strategies, --seeds, "
+      "--out; name a strategy <name>+ssft to run it with SSFT)"
+    )
 
 
-def run_command(cell: Cell, flagfiles: Sequence[str], extra: Sequence[str] = (),
-                python: str = sys.executable) -> list[str]:
+def run_command(
+  cell: Cell, flagfiles: Sequence[str], extra: Sequence[str] = (), python: str = sys.executable
+) -> list[str]:
   """The cell's `experiments.run` command; `extra` comes last so it overrides."""
-  what = ([f"--{cell.strategy}"] if cell.strategy in BOUNDS else
-          [f"--strategy={cell.strategy}", "--ssft" if cell.ssft else "--nossft"])
-  return ([python, "-m", "experiments.run"] + [f"--flagfile={f}" for f in flagfiles] + what
-          + [f"--seed={cell.seed}", f"--workdir={cell.workdir}"]
-          + list(extra))
+  what = (
+    [f"--{cell.strategy}"]
+    if cell.strategy in BOUNDS
+    else [f"--strategy={cell.strategy}", "--ssft" if cell.ssft else "--nossft"]
+  )
+  return (
+    [python, "-m", "experiments.run"]
+    + [f"--flagfile={f}" for f in flagfiles]
+    + what
+    + [f"--seed={cell.seed}", f"--workdir={cell.workdir}"]
+    + list(extra)
+  )
 
 
 def subprocess_runner(cmd: list[str]) -> int:
@@ -145,9 +159,13 @@ def subprocess_runner(cmd: list[str]) -> int:
   return subprocess.run(cmd, check=False).returncode
 
 
-def run_sweep(cells: Sequence[Cell], flagfiles: Sequence[str], extra: Sequence[str] = (),
-              runner: Runner = subprocess_runner, log: Callable[[str], None] = print
-              ) -> SweepResult:
+def run_sweep(
+  cells: Sequence[Cell],
+  flagfiles: Sequence[str],
+  extra: Sequence[str] = (),
+  runner: Runner = subprocess_runner,
+  log: Callable[[str], None] = print,
+) -> SweepResult:
   """Runs every incomplete cell in order; a failing cell never stops the others."""
   for f in flagfiles:
     if not Path(f).is_file():
@@ -167,7 +185,7 @@ def run_sweep(cells: Sequence[Cell], flagfiles: Sequence[str], extra: Sequence[s
       log(f"[{i}/{len(cells)}] {cell.name}: could not start ({e})")
       rc = -1
     res.ran.append(cell)
-    if rc == WAITING_FOR_LABELS:
+    if rc == EXIT_PENDING:
       log(f"[{i}/{len(cells)}] {cell.name}: waiting for labels (see {cell.workdir})")
       res.waiting.append(cell)
     elif rc != 0:

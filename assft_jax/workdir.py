@@ -11,6 +11,7 @@ Layout:
   round_XXX/DONE            written last: the round is complete
   summary.json              rewritten atomically after every round
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from assft_jax import config as config_lib
+from assft_jax.errors import AssftError
 
 
-class WorkdirError(ValueError):
+class WorkdirError(AssftError, ValueError):
   """The workdir cannot be used as asked (for example it holds another config)."""
 
 
@@ -46,8 +48,10 @@ def open_workdir(cfg: config_lib.RunConfig, overwrite: bool = False) -> Path:
     diff = config_lib.config_diff(old, new)
     if diff:
       raise WorkdirError(
-          f"--workdir={wd} holds a run with another config; flags that differ: "
-          + "; ".join(diff) + ". Use another --workdir, or --overwrite to start afresh.")
+        f"--workdir={wd} holds a run with another config; flags that differ: "
+        + "; ".join(diff)
+        + ". Use another --workdir, or --overwrite to start afresh."
+      )
   wd.mkdir(parents=True, exist_ok=True)
   config_lib.write_json_atomic(cfg_path, new)
   return wd

@@ -8,6 +8,7 @@ what holds the train step back) runs only when named.
 Prints a table of medians (after warm-up) and, where a reference exists (PyTorch/MONAI,
 numpy), `ratio` = JAX time / reference time: lower is better. Not a test.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,8 +40,9 @@ def print_table(rows: list[dict]) -> None:
   cols += sorted({k for r in rows for k in r} - set(cols))
   cols = [c for c in cols if any(c in r for r in rows)]
   table = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
-  widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c)
-            for i, c in enumerate(cols)]
+  widths = [
+    max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(cols)
+  ]
   print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
   for t in table:
     print("  ".join(x.ljust(w) for x, w in zip(t, widths)))
@@ -55,10 +57,15 @@ def check_rows(rows: list[dict]) -> None:
   for r in rows:
     for k in (k for k in r if "ratio" in k):
       jax_s, ref_s = r.get("jax_s"), r.get("ref_s")
-      if not (isinstance(jax_s, float) and isinstance(ref_s, float) and ref_s > 0
-              and math.isclose(r[k], jax_s / ref_s, rel_tol=1e-9)):
-        raise BenchError(f"row {r.get('name')!r}: {k}={r[k]!r} is not jax_s/ref_s "
-                         f"({jax_s!r}/{ref_s!r})")
+      if not (
+        isinstance(jax_s, float)
+        and isinstance(ref_s, float)
+        and ref_s > 0
+        and math.isclose(r[k], jax_s / ref_s, rel_tol=1e-9)
+      ):
+        raise BenchError(
+          f"row {r.get('name')!r}: {k}={r[k]!r} is not jax_s/ref_s ({jax_s!r}/{ref_s!r})"
+        )
 
 
 def _json_safe(v):
@@ -84,13 +91,22 @@ def bench(names: Sequence[str], quick: bool, json_path: str | None = None) -> li
   """Runs the sections in order, prints one table per section, checks and returns the
   rows (each with "section"); writes them all to `json_path` when given."""
   import jax
-  meta = {"jax": jax.__version__, "backend": jax.default_backend(),
-          "cpus": os.cpu_count(), "quick": quick, "sections": list(names),
-          "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
-          "loadavg_start": os.getloadavg(), "start_utc": _utc()}
-  print(f"# jax {jax.__version__} on {jax.default_backend()} ({os.cpu_count()} cpus, "
-        f"{platform.processor() or platform.machine()}), load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+  meta = {
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "cpus": os.cpu_count(),
+    "quick": quick,
+    "sections": list(names),
+    "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
+    "loadavg_start": os.getloadavg(),
+    "start_utc": _utc(),
+  }
+  print(
+    f"# jax {jax.__version__} on {jax.default_backend()} ({os.cpu_count()} cpus, "
+    f"{platform.processor() or platform.machine()}), load average "
+    f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+  )
   rows = []
   for name in names:
     mod = importlib.import_module(f"experiments.benchmarks.{name}")
@@ -115,14 +131,17 @@ def _utc() -> str:
 
 def main(argv):
   if len(argv) != 2 or argv[1] not in SECTIONS + EXTRA + ("all",):
-    print(f"usage: python -m experiments.bench {{{','.join(SECTIONS + EXTRA)},all}} [--json=F] "
-          "[--quick]", file=sys.stderr)
-    raise SystemExit(1)
+    print(
+      f"usage: python -m experiments.bench {{{','.join(SECTIONS + EXTRA)},all}} [--json=F] "
+      "[--quick]",
+      file=sys.stderr,
+    )
+    raise SystemExit(1) from None
   try:
     bench(SECTIONS if argv[1] == "all" else (argv[1],), FLAGS.quick, FLAGS.json)
   except BenchError as e:
     print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(1)
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Writes the same checkpoint format as `python -m weights_port.convert`, so the re
 passed to a run as `--pretrained=runs/source_encoder`. A run without --pretrained does
 this itself once and caches the encoder in its --cache_dir.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,13 +38,24 @@ def main(argv):
     if not FLAGS.out:
       raise ValueError("--out is required")
     from assft_jax import pretrain
+
     out = Path(FLAGS.out)
     shape = tuple(int(s) for s in FLAGS.shape)
     pretrain.pretrain_source(
-        out, cache=Path(FLAGS.cache_dir) if FLAGS.cache_dir else out.parent / "cache",
-        init_filters=FLAGS.init_filters, blocks_down=tuple(int(b) for b in FLAGS.blocks_down),
-        norm=FLAGS.norm, conv_impl=FLAGS.conv_impl, n=FLAGS.n, shape=shape, seed=FLAGS.seed,
-        steps=FLAGS.steps, patch=shape, batch_size=FLAGS.batch_size, lr=FLAGS.lr)
+      out,
+      cache=Path(FLAGS.cache_dir) if FLAGS.cache_dir else out.parent / "cache",
+      init_filters=FLAGS.init_filters,
+      blocks_down=tuple(int(b) for b in FLAGS.blocks_down),
+      norm=FLAGS.norm,
+      conv_impl=FLAGS.conv_impl,
+      n=FLAGS.n,
+      shape=shape,
+      seed=FLAGS.seed,
+      steps=FLAGS.steps,
+      patch=shape,
+      batch_size=FLAGS.batch_size,
+      lr=FLAGS.lr,
+    )
     print(f"source encoder written to {out}")
 
 

@@ -5,13 +5,16 @@
 Exit codes: 0 done; 1 a clear error (bad flag, bad data, ...); 3 waiting for annotators
 (--oracle=manifest): label the cases listed in round_XXX/to_annotate.csv and rerun.
 """
+
 from __future__ import annotations
 
 import logging
+
 from absl import app, flags
 from absl import logging as absl_logging
 
-from assft_jax import errors, flags as run_flags
+from assft_jax import errors
+from assft_jax import flags as run_flags
 
 run_flags.define_flags()
 FLAGS = flags.FLAGS
@@ -27,6 +30,7 @@ def enable_compilation_cache(cfg) -> None:
   """A persistent XLA cache in the run's cache dir: a resumed run or the next cell of a
   sweep does not pay the compiles again."""
   import jax
+
   jax.config.update("jax_compilation_cache_dir", str(cfg.cache / "xla"))
 
 
@@ -38,10 +42,13 @@ def main(argv):
     cfg = run_flags.config_from_flags(FLAGS)
     enable_compilation_cache(cfg)
     from assft_jax import loop  # after flag parsing: keeps `--help` fast
+
     summary = loop.run(cfg, overwrite=FLAGS.overwrite)
     last = summary["rounds"][-1]
-    print(f"done: {cfg.workdir}/summary.json  ({summary['strategy']}, "
-          f"{len(summary['rounds'])} round(s), last Dice {last['dice_mean']})")
+    print(
+      f"done: {cfg.workdir}/summary.json  ({summary['strategy']}, "
+      f"{len(summary['rounds'])} round(s), last Dice {last['dice_mean']})"
+    )
 
 
 if __name__ == "__main__":

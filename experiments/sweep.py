@@ -10,6 +10,7 @@ does not stop the sweep. Exit code: 1 if any cell failed (they are listed), else
 cell waits for human labels (--oracle=manifest), else 0. Then the report is written
 (--noreport to skip).
 """
+
 from __future__ import annotations
 
 import sys
@@ -43,21 +44,27 @@ def parse_argv(argv: list[str]) -> tuple[list[str], list[str]]:
   try:
     remaining = FLAGS(rest, known_only=True)
   except flags.Error as e:  # what app.run's own parser would print, without a traceback
-    print(f"error: {e}\nusage: python -m experiments.sweep --flagfile=F "
-          "--strategies=a,b --seeds=0,1 --out=DIR [run flags ...]", file=sys.stderr)
-    raise SystemExit(1)
+    print(
+      f"error: {e}\nusage: python -m experiments.sweep --flagfile=F "
+      "--strategies=a,b --seeds=0,1 --out=DIR [run flags ...]",
+      file=sys.stderr,
+    )
+    raise SystemExit(1) from None
   return flagfiles, [a for a in remaining[1:] if a != "--"]
 
 
 def main(args):
   flagfiles, extra = args
   from assft_jax import sweep
+
   with errors.cli_errors():
-    cells = sweep.plan_cells(sweep.parse_strategies(FLAGS.strategies),
-                             sweep.parse_seeds(FLAGS.seeds), FLAGS.out)
+    cells = sweep.plan_cells(
+      sweep.parse_strategies(FLAGS.strategies), sweep.parse_seeds(FLAGS.seeds), FLAGS.out
+    )
     result = sweep.run_sweep(cells, flagfiles, extra)
     if FLAGS.report:
       from assft_jax.report import ReportError, write_report
+
       try:
         for path in write_report(FLAGS.out).values():
           print(f"wrote {path}")

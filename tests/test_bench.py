@@ -1,5 +1,6 @@
 """The benchmark dispatcher on a stub section: table printing, JSON writing, the meaning
 of every "ratio" key. No timing is asserted (the stub's times are made up)."""
+
 import json
 import math
 import sys
@@ -17,12 +18,17 @@ def _stub(rows):
 
 
 ROWS = [
-    {"name": "forward tiny", "jax_s": 0.3, "ref": "monai", "ref_s": 0.2, "ratio": 0.3 / 0.2,
-     "gflops": 12.5},
-    {"name": "no reference", "jax_s": 1.5, "note": "jax only"},
-    {"name": "skipped cell", "jax_s": float("nan"), "note": "skipped"},
-    {"name": "scaled", "jax_s": 0.04, "ref": "1 device", "ref_s": 0.05, "ratio": 0.8,
-     "devices": 2},
+  {
+    "name": "forward tiny",
+    "jax_s": 0.3,
+    "ref": "monai",
+    "ref_s": 0.2,
+    "ratio": 0.3 / 0.2,
+    "gflops": 12.5,
+  },
+  {"name": "no reference", "jax_s": 1.5, "note": "jax only"},
+  {"name": "skipped cell", "jax_s": float("nan"), "note": "skipped"},
+  {"name": "scaled", "jax_s": 0.04, "ref": "1 device", "ref_s": 0.05, "ratio": 0.8, "devices": 2},
 ]
 
 

@@ -1,4 +1,5 @@
 """Validation: each bad input gives its own line naming the file; no traceback."""
+
 import json
 import subprocess
 import sys
@@ -12,144 +13,154 @@ from assft_jax.data.check import main
 
 
 def write_nii(path, arr, affine=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4) if affine is None else affine), str(path))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4) if affine is None else affine), str(path))
 
 
 def make_good(root, ids=("c0", "c1"), shape=(6, 6, 6)):
-    rng = np.random.default_rng(0)
-    training = []
-    for cid in ids:
-        write_nii(root / "imagesTr" / f"{cid}.nii.gz", rng.normal(size=shape).astype(np.float32))
-        write_nii(root / "labelsTr" / f"{cid}.nii.gz", rng.integers(0, 3, shape).astype(np.uint8))
-        training.append({"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"})
-    (root / "dataset.json").write_text(json.dumps(
-        {"labels": {"0": "background", "1": "a", "2": "b"}, "modality": {"0": "CT"}, "training": training}))
-    return root
+  rng = np.random.default_rng(0)
+  training = []
+  for cid in ids:
+    write_nii(root / "imagesTr" / f"{cid}.nii.gz", rng.normal(size=shape).astype(np.float32))
+    write_nii(root / "labelsTr" / f"{cid}.nii.gz", rng.integers(0, 3, shape).astype(np.uint8))
+    training.append({"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"})
+  (root / "dataset.json").write_text(
+    json.dumps(
+      {
+        "labels": {"0": "background", "1": "a", "2": "b"},
+        "modality": {"0": "CT"},
+        "training": training,
+      }
+    )
+  )
+  return root
 
 
 def run_check(root, capsys, *extra):
-    code = main([str(root), *extra])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+  code = main([str(root), *extra])
+  out = capsys.readouterr()
+  return code, out.out, out.err
 
 
 def test_good_dataset_prints_fingerprint(tmp_path, capsys):
-    code, out, err = run_check(make_good(tmp_path), capsys)
-    assert code == 0, err
-    assert "2 cases" in out and "intensity percentiles" in out and "p50=" in out
-    assert "class voxel fraction" in out and "spacing" in out
+  code, out, err = run_check(make_good(tmp_path), capsys)
+  assert code == 0, err
+  assert "2 cases" in out and "intensity percentiles" in out and "p50=" in out
+  assert "class voxel fraction" in out and "spacing" in out
 
 
 def corrupt(root):
-    (root / "imagesTr" / "c0.nii.gz").write_bytes(b"not a nifti at all")
+  (root / "imagesTr" / "c0.nii.gz").write_bytes(b"not a nifti at all")
 
 
 def four_d(root):
-    write_nii(root / "imagesTr" / "c0.nii.gz", np.zeros((6, 6, 6, 2), np.float32))
+  write_nii(root / "imagesTr" / "c0.nii.gz", np.zeros((6, 6, 6, 2), np.float32))
 
 
 def shape_mismatch(root):
-    write_nii(root / "labelsTr" / "c0.nii.gz", np.zeros((6, 6, 5), np.uint8))
+  write_nii(root / "labelsTr" / "c0.nii.gz", np.zeros((6, 6, 5), np.uint8))
 
 
 def affine_mismatch(root):
-    aff = np.eye(4)
-    aff[0, 3] = 2.0
-    write_nii(root / "labelsTr" / "c0.nii.gz", np.zeros((6, 6, 6), np.uint8), aff)
+  aff = np.eye(4)
+  aff[0, 3] = 2.0
+  write_nii(root / "labelsTr" / "c0.nii.gz", np.zeros((6, 6, 6), np.uint8), aff)
 
 
 def non_integer(root):
-    write_nii(root / "labelsTr" / "c0.nii.gz", np.full((6, 6, 6), 0.5, np.float32))
+  write_nii(root / "labelsTr" / "c0.nii.gz", np.full((6, 6, 6), 0.5, np.float32))
 
 
 def outside(root):
-    write_nii(root / "labelsTr" / "c0.nii.gz", np.full((6, 6, 6), 7, np.uint8))
+  write_nii(root / "labelsTr" / "c0.nii.gz", np.full((6, 6, 6), 7, np.uint8))
 
 
 def nan_image(root):
-    img = np.zeros((6, 6, 6), np.float32)
-    img[1, 2, 3] = np.nan
-    img[0, 0, 0] = np.inf
-    write_nii(root / "imagesTr" / "c0.nii.gz", img)
+  img = np.zeros((6, 6, 6), np.float32)
+  img[1, 2, 3] = np.nan
+  img[0, 0, 0] = np.inf
+  write_nii(root / "imagesTr" / "c0.nii.gz", img)
 
 
 def missing_label(root):
-    (root / "labelsTr" / "c0.nii.gz").unlink()
+  (root / "labelsTr" / "c0.nii.gz").unlink()
 
 
 def duplicate(root):
-    meta = json.loads((root / "dataset.json").read_text())
-    meta["training"].append(dict(meta["training"][0]))
-    (root / "dataset.json").write_text(json.dumps(meta))
+  meta = json.loads((root / "dataset.json").read_text())
+  meta["training"].append(dict(meta["training"][0]))
+  (root / "dataset.json").write_text(json.dumps(meta))
 
 
 CASES = [
-    (corrupt, "imagesTr/c0.nii.gz", "unreadable"),
-    (four_d, "imagesTr/c0.nii.gz", "4D image .* take one channel"),
-    (shape_mismatch, "labelsTr/c0.nii.gz", "label shape"),
-    (affine_mismatch, "labelsTr/c0.nii.gz", "affine differs"),
-    (non_integer, "labelsTr/c0.nii.gz", "non-integer label"),
-    (outside, "labelsTr/c0.nii.gz", r"label values \[7\] outside the declared classes"),
-    (nan_image, "imagesTr/c0.nii.gz", "1 NaN and 1 inf"),
-    (missing_label, "labelsTr/c0.nii.gz", "missing label"),
-    (duplicate, "imagesTr/c0.nii.gz", "duplicate case id 'c0'"),
+  (corrupt, "imagesTr/c0.nii.gz", "unreadable"),
+  (four_d, "imagesTr/c0.nii.gz", "4D image .* take one channel"),
+  (shape_mismatch, "labelsTr/c0.nii.gz", "label shape"),
+  (affine_mismatch, "labelsTr/c0.nii.gz", "affine differs"),
+  (non_integer, "labelsTr/c0.nii.gz", "non-integer label"),
+  (outside, "labelsTr/c0.nii.gz", r"label values \[7\] outside the declared classes"),
+  (nan_image, "imagesTr/c0.nii.gz", "1 NaN and 1 inf"),
+  (missing_label, "labelsTr/c0.nii.gz", "missing label"),
+  (duplicate, "imagesTr/c0.nii.gz", "duplicate case id 'c0'"),
 ]
 
 
 @pytest.mark.parametrize("breaker,fname,pattern", CASES, ids=[c[0].__name__ for c in CASES])
 def test_each_bad_input_reported(tmp_path, capsys, breaker, fname, pattern):
-    import re
-    root = make_good(tmp_path)
-    breaker(root)
-    code, out, err = run_check(root, capsys)
-    assert code == 1
-    assert "Traceback" not in err + out
-    lines = [ln for ln in err.splitlines() if fname in ln]
-    assert any(re.search(pattern, ln) for ln in lines), err
+  import re
+
+  root = make_good(tmp_path)
+  breaker(root)
+  code, out, err = run_check(root, capsys)
+  assert code == 1
+  assert "Traceback" not in err + out
+  lines = [ln for ln in err.splitlines() if fname in ln]
+  assert any(re.search(pattern, ln) for ln in lines), err
 
 
 def test_all_problems_reported_together(tmp_path, capsys):
-    root = make_good(tmp_path, ids=("c0", "c1", "c2"))
-    corrupt(root)
-    outside(root)  # c0's label; c0's image is corrupt, so only the image line for c0
-    write_nii(root / "labelsTr" / "c1.nii.gz", np.full((6, 6, 6), 9, np.uint8))
-    (root / "labelsTr" / "c2.nii.gz").unlink()
-    code, _, err = run_check(root, capsys)
-    assert code == 1
-    assert "imagesTr/c0.nii.gz: unreadable" in err
-    assert "labelsTr/c1.nii.gz: label values [9]" in err
-    assert "imagesTr/c2.nii.gz: missing label (" in err and "labelsTr/c2.nii.gz not found" in err
-    assert "3 problem(s)" in err
+  root = make_good(tmp_path, ids=("c0", "c1", "c2"))
+  corrupt(root)
+  outside(root)  # c0's label; c0's image is corrupt, so only the image line for c0
+  write_nii(root / "labelsTr" / "c1.nii.gz", np.full((6, 6, 6), 9, np.uint8))
+  (root / "labelsTr" / "c2.nii.gz").unlink()
+  code, _, err = run_check(root, capsys)
+  assert code == 1
+  assert "imagesTr/c0.nii.gz: unreadable" in err
+  assert "labelsTr/c1.nii.gz: label values [9]" in err
+  assert "imagesTr/c2.nii.gz: missing label (" in err and "labelsTr/c2.nii.gz not found" in err
+  assert "3 problem(s)" in err
 
 
 def test_load_index_header_vs_full(tmp_path):
-    root = make_good(tmp_path)
-    outside(root)
-    load_index(root)  # header checks only: voxel values are not read
-    with pytest.raises(DataError, match="outside the declared classes") as e:
-        load_index(root, validate="full")
-    assert len(e.value.problems) == 1
-    shape_mismatch(root)
-    with pytest.raises(DataError, match="label shape"):
-        load_index(root)
+  root = make_good(tmp_path)
+  outside(root)
+  load_index(root)  # header checks only: voxel values are not read
+  with pytest.raises(DataError, match="outside the declared classes") as e:
+    load_index(root, validate="full")
+  assert len(e.value.problems) == 1
+  shape_mismatch(root)
+  with pytest.raises(DataError, match="label shape"):
+    load_index(root)
 
 
 def test_cli_subprocess_no_traceback(tmp_path):
-    root = make_good(tmp_path)
-    nan_image(root)
-    proc = subprocess.run([sys.executable, "-m", "assft_jax.data.check", str(root)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 1
-    assert "NaN" in proc.stderr and "Traceback" not in proc.stderr
+  root = make_good(tmp_path)
+  nan_image(root)
+  proc = subprocess.run(
+    [sys.executable, "-m", "assft_jax.data.check", str(root)], capture_output=True, text=True
+  )
+  assert proc.returncode == 1
+  assert "NaN" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_fingerprint_matches_direct_count(tmp_path):
-    from assft_jax.data.check import fingerprint
-    root = make_good(tmp_path, ids=("c0", "c1", "c2"))
-    labels = [np.asarray(nib.load(str(root / "labelsTr" / f"c{i}.nii.gz")).dataobj) for i in range(3)]
-    counts = np.bincount(np.concatenate([lab.ravel() for lab in labels]), minlength=3)
-    fp = fingerprint(load_index(root))
-    assert fp["n_cases"] == 3 and fp["shape"]["median"] == [6.0, 6.0, 6.0]
-    got = [fp["class_voxel_fraction"][n] for n in ("background", "a", "b")]
-    np.testing.assert_allclose(got, counts / counts.sum(), atol=1e-6)
+  from assft_jax.data.check import fingerprint
+
+  root = make_good(tmp_path, ids=("c0", "c1", "c2"))
+  labels = [np.asarray(nib.load(str(root / "labelsTr" / f"c{i}.nii.gz")).dataobj) for i in range(3)]
+  counts = np.bincount(np.concatenate([lab.ravel() for lab in labels]), minlength=3)
+  fp = fingerprint(load_index(root))
+  assert fp["n_cases"] == 3 and fp["shape"]["median"] == [6.0, 6.0, 6.0]
+  got = [fp["class_voxel_fraction"][n] for n in ("background", "a", "b")]
+  np.testing.assert_allclose(got, counts / counts.sum(), atol=1e-6)

@@ -1,4 +1,5 @@
 """Per-case Dice and the summary against sklearn's F1 (= Dice for one class)."""
+
 import numpy as np
 from sklearn.metrics import f1_score
 
@@ -8,8 +9,8 @@ from assft_jax.engine.evaluate import dice_per_class, summarize
 def test_dice_per_class_vs_sklearn_and_exclusion():
   rng = np.random.default_rng(0)
   C = 4
-  label = rng.integers(0, 3, size=(6, 7, 8))      # class 3 absent from the label
-  pred = rng.integers(0, 3, size=(6, 7, 8))       # ... and from the prediction
+  label = rng.integers(0, 3, size=(6, 7, 8))  # class 3 absent from the label
+  pred = rng.integers(0, 3, size=(6, 7, 8))  # ... and from the prediction
   d = dice_per_class(pred, label, C)
   for c in (1, 2):
     ref = f1_score((label == c).ravel(), (pred == c).ravel())

@@ -1,4 +1,5 @@
 """Sliding window == MONAI sliding_window_inference (same predictor on both sides)."""
+
 import functools
 
 import jax
@@ -34,17 +35,25 @@ def torch_predictor(torch, win):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("mode", ["gaussian", "constant"])
-@pytest.mark.parametrize("shape,roi,overlap", [((20, 13, 27), (16, 16, 8), 0.5),
-                                               ((9, 30, 17), (8, 12, 16), 0.25)])
+@pytest.mark.parametrize(
+  "shape,roi,overlap", [((20, 13, 27), (16, 16, 8), 0.5), ((9, 30, 17), (8, 12, 16), 0.25)]
+)
 def test_matches_monai_function(mode, shape, roi, overlap):
-  torch = pytest.importorskip("torch")
+  import torch
   from monai.inferers import sliding_window_inference
+
   img = np.random.default_rng(0).normal(size=shape + (1,)).astype(np.float32)
-  ours, _ = sliding_window(jax_window_fn, None, img, roi, overlap=overlap, mode=mode,
-                           sw_batch_size=3)
-  ref = sliding_window_inference(torch.from_numpy(img[None, ..., 0][:, None]), roi, 3,
-                                 functools.partial(torch_predictor, torch), overlap=overlap,
-                                 mode=mode)
+  ours, _ = sliding_window(
+    jax_window_fn, None, img, roi, overlap=overlap, mode=mode, sw_batch_size=3
+  )
+  ref = sliding_window_inference(
+    torch.from_numpy(img[None, ..., 0][:, None]),
+    roi,
+    3,
+    functools.partial(torch_predictor, torch),
+    overlap=overlap,
+    mode=mode,
+  )
   ref = ref[0].permute(1, 2, 3, 0).numpy()
   assert ours.shape == ref.shape == shape + (C,)
   np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-4, rtol=0)
@@ -52,23 +61,28 @@ def test_matches_monai_function(mode, shape, roi, overlap):
 
 @pytest.mark.torch
 def test_model_matches_monai_inferer():
-  torch = pytest.importorskip("torch")
+  import torch
   from monai.inferers import sliding_window_inference
+
   from assft_jax.models import SegResNetDS
-  from test_engine_common import fast_variables
+  from tests._engine_helpers import fast_variables
+
   module = SegResNetDS(init_filters=4, out_channels=C, blocks_down=(1, 1, 1))
   variables = fast_variables(module, 8)
   img = np.random.default_rng(1).normal(size=(13, 20, 10, 1)).astype(np.float32)
   roi = (8, 16, 8)
-  ours = sliding_window_predict(module, variables, img, roi, overlap=0.5, mode="gaussian",
-                                sw_batch_size=2)
+  ours = sliding_window_predict(
+    module, variables, img, roi, overlap=0.5, mode="gaussian", sw_batch_size=2
+  )
   fwd = jax.jit(lambda x: module.apply(variables, x))
 
   def predictor(win):  # NCDHW torch -> the same JAX model -> NCDHW torch
     out = fwd(jnp.asarray(win.permute(0, 2, 3, 4, 1).numpy()))
     return torch.from_numpy(np.array(out)).permute(0, 4, 1, 2, 3)
 
-  ref = sliding_window_inference(torch.from_numpy(img[..., 0][None, None]), roi, 2,
-                                 predictor, overlap=0.5, mode="gaussian")
-  np.testing.assert_allclose(np.asarray(ours), ref[0].permute(1, 2, 3, 0).numpy(),
-                             atol=1e-4, rtol=0)
+  ref = sliding_window_inference(
+    torch.from_numpy(img[..., 0][None, None]), roi, 2, predictor, overlap=0.5, mode="gaussian"
+  )
+  np.testing.assert_allclose(
+    np.asarray(ours), ref[0].permute(1, 2, 3, 0).numpy(), atol=1e-4, rtol=0
+  )

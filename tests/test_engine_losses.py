@@ -1,4 +1,5 @@
 """Dice+CE loss against a plain numpy rewrite; deep supervision; finite gradients."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,22 +42,25 @@ def test_deep_supervision_weights_and_nearest_exact():
   rng = np.random.default_rng(1)
   C = 3
   labels = rng.integers(0, C, size=(1, 8, 8, 8)).astype(np.int32)
-  outs = [rng.normal(size=(1, 8 // 2 ** i, 8 // 2 ** i, 8 // 2 ** i, C)).astype(np.float32)
-          for i in range(3)]
+  outs = [
+    rng.normal(size=(1, 8 // 2**i, 8 // 2**i, 8 // 2**i, C)).astype(np.float32) for i in range(3)
+  ]
   loss, _ = dice_ce_loss([jnp.asarray(o) for o in outs], jnp.asarray(labels), C)
   # torch "nearest-exact" 2x down picks voxel 2d+1, 4x down picks 4d+2
   lv = [labels, labels[:, 1::2, 1::2, 1::2], labels[:, 2::4, 2::4, 2::4]]
   w = np.array([1, 0.5, 0.25]) / 1.75
-  ref = sum(wi * np_dice_ce(o, l, C) for wi, o, l in zip(w, outs, lv))
+  ref = sum(wi * np_dice_ce(o, y, C) for wi, o, y in zip(w, outs, lv))
   np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
 
 
 def test_nearest_exact_matches_torch():
-  torch = pytest.importorskip("torch")
+  import torch
+
   lab = np.random.default_rng(2).integers(0, 5, size=(1, 12, 10, 9)).astype(np.int32)
   got = np.asarray(nearest_exact_resize(jnp.asarray(lab), (6, 5, 3)))
-  ref = torch.nn.functional.interpolate(torch.from_numpy(lab[:, None].astype(np.float32)),
-                                        size=(6, 5, 3), mode="nearest-exact")
+  ref = torch.nn.functional.interpolate(
+    torch.from_numpy(lab[:, None].astype(np.float32)), size=(6, 5, 3), mode="nearest-exact"
+  )
   np.testing.assert_array_equal(got, ref[:, 0].numpy().astype(np.int32))
 
 

@@ -1,14 +1,20 @@
 """Scoring pass: one forward gives stats, embeddings, BADGE; E(0) cache; evaluation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from assft_jax.engine import (dice_per_class, evaluate, predict_labels, score_pass,
-                              sliding_window_predict)
+from assft_jax.engine import (
+  dice_per_class,
+  evaluate,
+  predict_labels,
+  score_pass,
+  sliding_window_predict,
+)
 from assft_jax.models import SegResNetDS
 from assft_jax.scoring.kernels import badge_embedding, reduce_case_stats
-from test_engine_common import fast_variables
+from tests._engine_helpers import fast_variables
 
 C, ROI = 3, (16, 16, 16)
 
@@ -37,9 +43,12 @@ def test_one_window_case_equals_direct_forward(model, volumes):
   for k, v in ref.items():
     np.testing.assert_allclose(st[k], np.asarray(v), rtol=1e-4, atol=1e-6, err_msg=k)
   np.testing.assert_allclose(st["emb_r"], np.asarray(feats["emb"]), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(st["badge"], np.asarray(badge_embedding(p, feats["head_in"])),
-                             rtol=1e-4, atol=1e-6)
-  np.testing.assert_array_equal(st["fg_volume"], np.asarray((jnp.argmax(p, -1) != 0).sum((1, 2, 3))))
+  np.testing.assert_allclose(
+    st["badge"], np.asarray(badge_embedding(p, feats["head_in"])), rtol=1e-4, atol=1e-6
+  )
+  np.testing.assert_array_equal(
+    st["fg_volume"], np.asarray((jnp.argmax(p, -1) != 0).sum((1, 2, 3)))
+  )
   assert st["badge"].shape == (2, C * 4) and "emb_0" not in st
 
 
@@ -55,18 +64,29 @@ def test_multi_window_stats_match_blended_logits(model, volumes):
 def test_emb0_cached_once_and_fingerprinted(model, volumes, tmp_path):
   module, variables, pre = model
   ids = ["a", "big"]
-  s1 = score_pass(module, variables, volumes, ids, roi=ROI, r=1, R=3, emb0_variables=pre,
-                  emb0_cache=tmp_path)
+  s1 = score_pass(
+    module, variables, volumes, ids, roi=ROI, r=1, R=3, emb0_variables=pre, emb0_cache=tmp_path
+  )
   assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "big.npz"]
   enc = module.apply(pre, jnp.asarray(volumes["a"])[None], method="encode")
-  np.testing.assert_allclose(s1["emb_0"][0], np.asarray(enc[-1].mean((1, 2, 3)))[0],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    s1["emb_0"][0], np.asarray(enc[-1].mean((1, 2, 3)))[0], rtol=1e-5, atol=1e-6
+  )
   # cache only (no variables): read back
   s2 = score_pass(module, variables, volumes, ids, roi=ROI, r=1, R=3, emb0_cache=tmp_path)
   np.testing.assert_array_equal(s1["emb_0"], s2["emb_0"])
   # other pre-trained weights: the fingerprint differs, so it is recomputed, not reused
-  s3 = score_pass(module, variables, volumes, ids, roi=ROI, r=1, R=3,
-                  emb0_variables=variables, emb0_cache=tmp_path)
+  s3 = score_pass(
+    module,
+    variables,
+    volumes,
+    ids,
+    roi=ROI,
+    r=1,
+    R=3,
+    emb0_variables=variables,
+    emb0_cache=tmp_path,
+  )
   assert not np.allclose(s3["emb_0"], s1["emb_0"])
 
 
@@ -91,8 +111,10 @@ def test_evaluate_writes_nifti_in_source_geometry(tmp_path):
   """Phantom MSD case -> prepare (fixed crop) -> evaluate(out_dir): the written labels
   have the source image's shape and affine."""
   import nibabel as nib
+
   from assft_jax.data import PreprocessConfig, load_index, prepare
   from assft_jax.data.phantom import generate
+
   root = generate(tmp_path / "ph", "ct", 1, (20, 24, 18), seed=0)
   ds = load_index(root)
   vols = prepare(ds, PreprocessConfig(crop_size=(16, 16, 16)), tmp_path / "cache")
@@ -100,8 +122,16 @@ def test_evaluate_writes_nifti_in_source_geometry(tmp_path):
   module = SegResNetDS(init_filters=4, out_channels=n_cls, blocks_down=(1, 1, 1))
   variables = fast_variables(module, 16)
   cid = ds.cases[0].id
-  rep = evaluate(module, variables, vols, [cid], roi=ROI, num_classes=n_cls,
-                 class_names=ds.class_names, out_dir=tmp_path / "pred")
+  rep = evaluate(
+    module,
+    variables,
+    vols,
+    [cid],
+    roi=ROI,
+    num_classes=n_cls,
+    class_names=ds.class_names,
+    out_dir=tmp_path / "pred",
+  )
   assert set(rep["per_class"]) == set(ds.class_names[1:])
   src = nib.load(str(ds.cases[0].image))
   out = nib.load(str(tmp_path / "pred" / f"{cid}.nii.gz"))

@@ -3,6 +3,7 @@
 Runs in a subprocess: XLA_FLAGS must be set before jax initialises, and pytest has
 already imported jax for the other test modules.
 """
+
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import json, sys
 import jax, numpy as np
 from assft_jax.engine import create_state, make_mesh, make_optimizer, make_train_step, shard_batch
 from assft_jax.models import SegResNetDS
-from test_engine_common import fast_variables, phantom_batch
+from tests._engine_helpers import fast_variables, phantom_batch
 
 assert len(jax.devices()) == 4, jax.devices()
 m = SegResNetDS(init_filters=4, out_channels=2, blocks_down=(1, 1, 1))
@@ -42,12 +43,15 @@ print(json.dumps({"loss1": l1, "loss4": l4, "shards": [s1, s4],
 
 def test_four_devices_equal_one_device():
   here = Path(__file__).parent
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join([str(here), str(here.parent),
-                                         os.environ.get("PYTHONPATH", "")]))
-  proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                        text=True, timeout=900)
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=os.pathsep.join([str(here.parent), os.environ.get("PYTHONPATH", "")]),
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   r = json.loads(proc.stdout.strip().splitlines()[-1])
   assert r["shards"] == [1, 4]

@@ -1,4 +1,5 @@
 """Train step and stage loop on a tiny SegResNetDS (init_filters 4, 3 levels, 16^3)."""
+
 import itertools
 import json
 
@@ -6,10 +7,18 @@ import jax
 import numpy as np
 import pytest
 
-from assft_jax.engine import (TrainingDiverged, create_state, fine_tune, make_mesh,
-                              make_optimizer, make_train_step, restore_state, save_state)
+from assft_jax.engine import (
+  TrainingDiverged,
+  create_state,
+  fine_tune,
+  make_mesh,
+  make_optimizer,
+  make_train_step,
+  restore_state,
+  save_state,
+)
 from assft_jax.models import SegResNetDS
-from test_engine_common import fast_variables, phantom_batch
+from tests._engine_helpers import fast_variables, phantom_batch
 
 S = 16
 
@@ -36,15 +45,32 @@ def _host(tree):
 def test_tiny_fit_and_no_recompile(setup, tmp_path):
   module, variables, tx, step = setup
   log = tmp_path / "log.jsonl"
-  state, hist = fine_tune(create_state(module, variables, tx), step, loader(0), 6, 5,
-                          jax.random.key(1), round_=1, log_path=log, progress=False)
+  state, hist = fine_tune(
+    create_state(module, variables, tx),
+    step,
+    loader(0),
+    6,
+    5,
+    jax.random.key(1),
+    round_=1,
+    log_path=log,
+    progress=False,
+  )
   losses = [h["loss"] for h in hist]
   assert losses[-1] < 0.5 * losses[0], losses
   assert hist[-1]["dice"] > 0.6, hist[-1]
   assert int(state["step"]) == 30 and len(log.read_text().splitlines()) == 6
   # a second round with the same shapes (fresh opt_state, same tx) must not recompile
-  state2, hist2 = fine_tune(create_state(module, _host(state), tx), step, loader(1), 1, 2,
-                            jax.random.key(2), round_=2, progress=False)
+  state2, hist2 = fine_tune(
+    create_state(module, _host(state), tx),
+    step,
+    loader(1),
+    1,
+    2,
+    jax.random.key(2),
+    round_=2,
+    progress=False,
+  )
   assert hist[-1]["compiles"] == 1 and hist2[-1]["compiles"] == 1
 
 
@@ -52,13 +78,23 @@ def test_nan_injection_stops_and_keeps_checkpoint(setup, tmp_path):
   module, variables, tx, step = setup
   state = create_state(module, variables, tx)
   good = loader(3)
-  batches = itertools.chain([next(good), next(good), next(good)],
-                            [dict(next(good), image=np.full((2, S, S, S, 1), np.nan,
-                                                            np.float32))])
+  batches = itertools.chain(
+    [next(good), next(good), next(good)],
+    [dict(next(good), image=np.full((2, S, S, S, 1), np.nan, np.float32))],
+  )
   with pytest.raises(TrainingDiverged, match=r"round 7, step 3 \(epoch 1\)") as ei:
-    fine_tune(state, step, batches, 2, 2, jax.random.key(0), round_=7,
-              checkpoint_dir=tmp_path / "ckpt", log_path=tmp_path / "log.jsonl",
-              progress=False)
+    fine_tune(
+      state,
+      step,
+      batches,
+      2,
+      2,
+      jax.random.key(0),
+      round_=7,
+      checkpoint_dir=tmp_path / "ckpt",
+      log_path=tmp_path / "log.jsonl",
+      progress=False,
+    )
   last = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
   assert last["diverged"] and last["step"] == 3 and not np.isfinite(last["loss"])
   kept = ei.value.state
@@ -72,8 +108,9 @@ def test_nan_injection_stops_and_keeps_checkpoint(setup, tmp_path):
 
 def test_save_restore_bit_identical(setup, tmp_path):
   module, variables, tx, step = setup
-  state, _ = fine_tune(create_state(module, variables, tx), step, loader(4), 1, 2,
-                       jax.random.key(0), progress=False)
+  state, _ = fine_tune(
+    create_state(module, variables, tx), step, loader(4), 1, 2, jax.random.key(0), progress=False
+  )
   ref = _host(state)
   save_state(tmp_path, state)
   got = restore_state(tmp_path, create_state(module, variables, tx))
@@ -96,8 +133,9 @@ def test_bf16_close_to_fp32(setup):
   assert jax.tree.leaves(s16["params"])[0].dtype == np.float32
   np.testing.assert_allclose(float(m16["loss"]), float(m32["loss"]), rtol=5e-3)
   np.testing.assert_allclose(float(m16["grad_norm"]), float(m32["grad_norm"]), rtol=5e-3)
-  for a, b in zip(jax.tree.leaves(_host(s16["batch_stats"])),
-                  jax.tree.leaves(_host(s32["batch_stats"]))):
+  for a, b in zip(
+    jax.tree.leaves(_host(s16["batch_stats"])), jax.tree.leaves(_host(s32["batch_stats"]))
+  ):
     np.testing.assert_allclose(a, b, atol=2e-2 * (np.abs(b).max() + 1e-6))
   for a, b in zip(jax.tree.leaves(_host(s16["params"])), jax.tree.leaves(_host(s32["params"]))):
     np.testing.assert_allclose(a, b, atol=1e-2)
@@ -106,6 +144,7 @@ def test_bf16_close_to_fp32(setup):
 def test_augmentation_inside_step_uses_fold_in(setup):
   """The step augments with fold_in(rng, step): equal to augmenting by hand first."""
   from assft_jax.data.augment import AugmentConfig, augment_batch
+
   module, variables, tx, plain = setup
   cfg = AugmentConfig(p_rotation=0.0, p_scale=0.0, p_mirror=1.0, p_noise=1.0)
   aug_step = make_train_step(module, tx, make_mesh(), 2, augment_cfg=cfg)
@@ -113,8 +152,9 @@ def test_augmentation_inside_step_uses_fold_in(setup):
   rng = jax.random.key(3)
   _, m_aug = aug_step(create_state(module, variables, tx), batch, rng)
   img, lab = augment_batch(jax.random.fold_in(rng, 0), batch["image"], batch["label"], cfg)
-  _, m_ref = plain(create_state(module, variables, tx),
-                   {"image": np.asarray(img), "label": np.asarray(lab)}, rng)
+  _, m_ref = plain(
+    create_state(module, variables, tx), {"image": np.asarray(img), "label": np.asarray(lab)}, rng
+  )
   _, m_raw = plain(create_state(module, variables, tx), batch, rng)
   np.testing.assert_allclose(float(m_aug["loss"]), float(m_ref["loss"]), rtol=1e-5)
   assert abs(float(m_aug["loss"]) - float(m_raw["loss"])) > 1e-4

@@ -1,4 +1,5 @@
 """Every flagfile parses into a valid RunConfig, and the paper protocols carry §4's numbers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,11 +12,11 @@ FLAGS_DIR = Path(__file__).resolve().parents[1] / "experiments" / "flags"
 
 # Paper §4.1 (sub-volume sizes), §4.2 (epochs, lr, batch) and §4.3 (rounds, budgets).
 PAPER = {
-    "amos_ct": dict(patch=(96, 160, 160), rounds=5, budget="5%", epochs_round=400),
-    "flare21": dict(patch=(96, 192, 160), rounds=5, budget="5%", epochs_round=400),
-    "abdomen_atlas": dict(patch=(96, 128, 160), rounds=1, budget="5%", epochs_round=800),
-    "amos_mri": dict(patch=(48, 160, 224), rounds=6, budget="5%", epochs_round=400),
-    "abdominal_mri": dict(patch=(64, 192, 192), rounds=3, budget="2", epochs_round=400),
+  "amos_ct": dict(patch=(96, 160, 160), rounds=5, budget="5%", epochs_round=400),
+  "flare21": dict(patch=(96, 192, 160), rounds=5, budget="5%", epochs_round=400),
+  "abdomen_atlas": dict(patch=(96, 128, 160), rounds=1, budget="5%", epochs_round=800),
+  "amos_mri": dict(patch=(48, 160, 224), rounds=6, budget="5%", epochs_round=400),
+  "abdominal_mri": dict(patch=(64, 192, 192), rounds=3, budget="2", epochs_round=400),
 }
 
 

@@ -3,6 +3,7 @@
 One uninterrupted run is shared (module fixture); the phantom data, the source encoder
 and the XLA cache live in one shared cache dir so each further run pays only its rounds.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,17 @@ import pytest
 
 from assft_jax import config as config_lib
 from assft_jax import flags as run_flags
-from assft_jax import loop, oracle, strategies, workdir as wd_lib
+from assft_jax import loop, oracle, strategies
+from assft_jax import workdir as wd_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "flags" / "smoke.flags"
 
 
 def smoke_cfg(workdir: Path, cache: Path, *extra: str) -> config_lib.RunConfig:
-  return run_flags.parse([f"--flagfile={SMOKE}", f"--workdir={workdir}",
-                          f"--cache_dir={cache}", *extra])
+  return run_flags.parse(
+    [f"--flagfile={SMOKE}", f"--workdir={workdir}", f"--cache_dir={cache}", *extra]
+  )
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,8 @@ def test_summary_structure_and_pool_invariants(smoke):
     assert abs(np.mean(list(r["dice_per_case"].values())) - r["dice_mean"]) < 1e-9
   # SSFT ran: N_SU = N_B * r pseudo cases (capped at the unlabeled pool).
   assert [len(r["pseudo"]) for r in rounds[1:]] == [
-      min(n_b * r, len(split["pool"]) - (1 + n_b * r)) for r in range(1, len(rounds))]
+    min(n_b * r, len(split["pool"]) - (1 + n_b * r)) for r in range(1, len(rounds))
+  ]
 
 
 def test_exclusion_rule_holds(smoke):
@@ -72,12 +76,14 @@ def test_exclusion_rule_holds(smoke):
   rounds = summary["rounds"]
   for prev, cur in zip(rounds[1:], rounds[2:]):
     assert not set(prev["pseudo"]) & set(cur["queried"]), (
-        "a case pseudo-labelled in round r was queried in round r + 1 (paper §3.4)")
+      "a case pseudo-labelled in round r was queried in round r + 1 (paper §3.4)"
+    )
 
 
 def test_round_artifacts_reload(smoke):
   _, wd, summary = smoke
   from assft_jax import models
+
   for r in summary["rounds"]:
     rd = wd_lib.round_dir(wd, r["round"])
     assert (rd / "DONE").exists()
@@ -121,12 +127,15 @@ def test_workdir_with_another_config_is_refused(smoke, cache):
   assert "--overwrite" in msg
 
 
-@pytest.mark.parametrize("argv, needle", [
+@pytest.mark.parametrize(
+  "argv, needle",
+  [
     (["--strategy=nonsense"], "--strategy='nonsense' is unknown; valid: "),
     (["--rounds=0"], "--rounds=0: must be at least 1"),
     (["--budget=abc"], "--budget='abc'"),
     (["--patch=15,16,16"], "--patch=15,16,16: need 3 sizes divisible by 4"),
-])
+  ],
+)
 def test_bad_flags_are_refused(tmp_path, cache, argv, needle):
   with pytest.raises(config_lib.ConfigError, match=None) as e:
     loop.run(smoke_cfg(tmp_path / "wd", cache, *argv))
@@ -144,9 +153,19 @@ def test_budget_over_the_pool_is_refused_before_training(tmp_path, cache):
 
 def test_cli_prints_one_clear_line_and_exits_1(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.run", f"--flagfile={SMOKE}",
-       f"--workdir={tmp_path / 'wd'}", "--strategy=nonsense"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "experiments.run",
+      f"--flagfile={SMOKE}",
+      f"--workdir={tmp_path / 'wd'}",
+      "--strategy=nonsense",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 1
   assert "Traceback" not in proc.stderr
   assert "error: --strategy='nonsense' is unknown" in proc.stderr
@@ -155,14 +174,30 @@ def test_cli_prints_one_clear_line_and_exits_1(tmp_path):
 def test_manifest_oracle_waits_for_labels_then_continues(tmp_path, cache):
   labels_dir = tmp_path / "labels"
   wd = tmp_path / "wd"
-  argv = ["--oracle=manifest", f"--labels_dir={labels_dir}", "--rounds=1", "--nossft",
-          f"--annotation_dir={tmp_path / 'to_label'}"]
+  argv = [
+    "--oracle=manifest",
+    f"--labels_dir={labels_dir}",
+    "--rounds=1",
+    "--nossft",
+    f"--annotation_dir={tmp_path / 'to_label'}",
+  ]
   cfg = smoke_cfg(wd, cache, *argv)
   # The CLI: exit code 3, the manifest, and no traceback.
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.run", f"--flagfile={SMOKE}", f"--workdir={wd}",
-       f"--cache_dir={cache}", *argv], cwd=ROOT, capture_output=True, text=True,
-      timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "experiments.run",
+      f"--flagfile={SMOKE}",
+      f"--workdir={wd}",
+      f"--cache_dir={cache}",
+      *argv,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 3, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr and "missing label files (1)" in proc.stderr
   manifest = wd / "round_000" / "to_annotate.csv"
@@ -197,12 +232,12 @@ def test_manifest_oracle_waits_for_labels_then_continues(tmp_path, cache):
 def _ground_truth_paths(cache: Path) -> dict[str, Path]:
   root = next(cache.glob("phantom_mr_*"))
   meta = json.loads((root / "dataset.json").read_text())
-  return {Path(t["label"]).name.replace(".nii.gz", ""): root / t["label"]
-          for t in meta["training"]}
+  return {Path(t["label"]).name.replace(".nii.gz", ""): root / t["label"] for t in meta["training"]}
 
 
 def _write_wrong_shape(path: str) -> None:
   import nibabel as nib
+
   nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)), path)
 
 

@@ -1,4 +1,5 @@
 """A real SIGKILL in the middle of a run, then the same command again (slow: two runs)."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ SMOKE = ROOT / "experiments" / "flags" / "smoke.flags"
 
 
 def _cmd(wd: Path, cache: Path) -> list[str]:
-  return [sys.executable, "-m", "experiments.run", f"--flagfile={SMOKE}",
-          f"--workdir={wd}", f"--cache_dir={cache}"]
+  return [
+    sys.executable,
+    "-m",
+    "experiments.run",
+    f"--flagfile={SMOKE}",
+    f"--workdir={wd}",
+    f"--cache_dir={cache}",
+  ]
 
 
 @pytest.mark.slow
@@ -26,8 +33,13 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
   ref = tmp_path / "ref"
   subprocess.run(_cmd(ref, cache), cwd=ROOT, check=True, capture_output=True, timeout=1800)
   wd = tmp_path / "killed"
-  proc = subprocess.Popen(_cmd(wd, cache), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
+  proc = subprocess.Popen(
+    _cmd(wd, cache),
+    cwd=ROOT,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,
+  )
   marker = wd / "round_001" / "DONE"
   deadline = time.monotonic() + 1800  # a guard against a hang, not a timing assertion
   while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -1,4 +1,5 @@
 """JAX-only behaviour of assft_jax.models: impl equivalence, remat, errors, checkpoints."""
+
 from __future__ import annotations
 
 import jax
@@ -6,8 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from assft_jax.models import (CheckpointError, SegResEncoder, SegResNetDS, build_model,
-                              init_variables, load_pretrained, model_config, save_pretrained)
+from assft_jax.models import (
+  CheckpointError,
+  SegResEncoder,
+  SegResNetDS,
+  build_model,
+  init_variables,
+  load_pretrained,
+  model_config,
+  save_pretrained,
+)
 
 TINY = dict(init_filters=4, in_channels=1, blocks_down=(1, 1, 2), out_channels=3)
 
@@ -17,8 +26,11 @@ def _x(shape=(2, 8, 8, 16, 1), seed=0):
 
 
 def _diff(a, b) -> float:
-  return max(jax.tree.leaves(jax.tree.map(
-      lambda u, v: float(jnp.max(jnp.abs(jnp.asarray(u, jnp.float32) - v))), a, b)))
+  return max(
+    jax.tree.leaves(
+      jax.tree.map(lambda u, v: float(jnp.max(jnp.abs(jnp.asarray(u, jnp.float32) - v))), a, b)
+    )
+  )
 
 
 def test_conv_impls_and_remat_agree_in_value_and_gradient():
@@ -29,15 +41,16 @@ def test_conv_impls_and_remat_agree_in_value_and_gradient():
 
   def loss(module, params):
     outs, _ = module.apply({**v, "params": params}, x, train=True, mutable=["batch_stats"])
-    return sum(jnp.mean(o ** 2) for o in outs)
+    return sum(jnp.mean(o**2) for o in outs)
 
   ref_l, ref_g = jax.jit(jax.value_and_grad(lambda p: loss(base, p)))(v["params"])
   for kw in (dict(conv_impl="s2d"), dict(conv_impl="native", remat=True)):
     m = SegResNetDS(**TINY, dsdepth=2, **kw)
-    l, g = jax.jit(jax.value_and_grad(lambda p: loss(m, p)))(v["params"])
-    assert abs(float(l - ref_l)) <= 1e-4 * max(1.0, abs(float(ref_l)))
-    assert _diff(g, ref_g) <= 1e-4 * max(1.0, max(float(jnp.abs(a).max())
-                                                for a in jax.tree.leaves(ref_g)))
+    val, g = jax.jit(jax.value_and_grad(lambda p, m=m: loss(m, p)))(v["params"])
+    assert abs(float(val - ref_l)) <= 1e-4 * max(1.0, abs(float(ref_l)))
+    assert _diff(g, ref_g) <= 1e-4 * max(
+      1.0, max(float(jnp.abs(a).max()) for a in jax.tree.leaves(ref_g))
+    )
 
 
 def test_eval_returns_single_logits_and_train_a_list():
@@ -71,13 +84,14 @@ def test_bf16_compute_keeps_float32_params():
   assert y.dtype == jnp.bfloat16
   y32 = SegResNetDS(**TINY).apply(v, x)
   # bf16 has an 8-bit mantissa: a few % relative error after ~10 layers is expected
-  assert float(jnp.max(jnp.abs(y.astype(jnp.float32) - y32))) <= 0.05 * float(
-      jnp.max(jnp.abs(y32)))
+  assert float(jnp.max(jnp.abs(y.astype(jnp.float32) - y32))) <= 0.05 * float(jnp.max(jnp.abs(y32)))
 
 
 def test_config_round_trip():
-  for m in (SegResNetDS(**TINY, dsdepth=2, blocks_up=(2, 1), norm="group"),
-            SegResEncoder(init_filters=8, blocks_down=(1, 2), norm="instance")):
+  for m in (
+    SegResNetDS(**TINY, dsdepth=2, blocks_up=(2, 1), norm="group"),
+    SegResEncoder(init_filters=8, blocks_down=(1, 2), norm="instance"),
+  ):
     assert build_model(model_config(m)) == m
 
 

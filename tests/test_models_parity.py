@@ -2,23 +2,35 @@
 
 Random weights with non-trivial norm parameters and running stats; both conv impls.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import pytest
+import torch  # the reference: a declared test dependency, so missing it fails
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("monai")
-
-from test_models_reference import (TOL, max_abs, monai_net, randomise, state_dict_np,  # noqa: E402
-                                   to_first, to_last, volume)
-
-from assft_jax.models import SegResEncoder, SegResNetDS, model_config  # noqa: E402
-from assft_jax.models.layers import DownConv, UpConv  # noqa: E402
-from assft_jax.models.segresnet import SegResBlock  # noqa: E402
-from weights_port.mapping import (CONV_PERM, DECONV_PERM, Entry, block_entries,  # noqa: E402
-                                  port, to_flax)
+from assft_jax.models import SegResEncoder, SegResNetDS, model_config
+from assft_jax.models.layers import DownConv, UpConv
+from assft_jax.models.segresnet import SegResBlock
+from tests._torch_reference import (
+  TOL,
+  max_abs,
+  monai_net,
+  randomise,
+  state_dict_np,
+  to_first,
+  to_last,
+  volume,
+)
+from weights_port.mapping import (
+  CONV_PERM,
+  DECONV_PERM,
+  Entry,
+  block_entries,
+  port,
+  to_flax,
+)
 
 pytestmark = pytest.mark.torch
 IMPLS = ("native", "s2d")
@@ -47,8 +59,7 @@ def test_up_conv(impl):
   x = volume((2, 8, 4, 2, 3), 2)
   with torch.no_grad():
     ref = deconv(torch.from_numpy(x)).numpy()
-  v = port({"w": deconv.weight.detach().numpy()},
-           [Entry("w", "params", ("kernel",), DECONV_PERM)])
+  v = port({"w": deconv.weight.detach().numpy()}, [Entry("w", "params", ("kernel",), DECONV_PERM)])
   y = UpConv(4, impl).apply(v, jnp.asarray(to_last(x)))
   assert y.shape == to_last(ref).shape
   assert max_abs(to_first(y), ref) <= TOL
@@ -59,9 +70,13 @@ def test_up_conv(impl):
 @pytest.mark.parametrize("train", [False, True])
 def test_segres_block(norm, train, impl):
   from monai.networks.nets.segresnet_ds import SegResBlock as TBlock
+
   # SegResEncoder/SegResNetDS set affine=True for instance norm; do the same here
-  tnorm = {"batch": "batch", "instance": ("instance", {"affine": True}),
-           "group": ("group", {"num_groups": 8})}[norm]
+  tnorm = {
+    "batch": "batch",
+    "instance": ("instance", {"affine": True}),
+    "group": ("group", {"num_groups": 8}),
+  }[norm]
   net = randomise(torch.nn.ModuleDict({"b": TBlock(3, 8, norm=tnorm)}), 3)
   sd0 = state_dict_np(net)
   net.train(train)
@@ -119,8 +134,9 @@ def test_full_train_and_batch_stats(impl, dsdepth):
   refs = [r.numpy() for r in ref] if dsdepth > 1 else [ref.numpy()]
   m = SegResNetDS(**kw, conv_impl=impl)
   cfg = model_config(m)
-  out, upd = m.apply(to_flax(sd0, cfg), jnp.asarray(to_last(x)), train=True,
-                     mutable=["batch_stats"])
+  out, upd = m.apply(
+    to_flax(sd0, cfg), jnp.asarray(to_last(x)), train=True, mutable=["batch_stats"]
+  )
   outs = out if dsdepth > 1 else [out]
   assert len(outs) == len(refs) == dsdepth
   for y, r in zip(outs, refs):
@@ -160,7 +176,8 @@ def test_ct_fm_config(impl):
   m = SegResNetDS(**kw, conv_impl=impl)
   v = to_flax(state_dict_np(net), model_config(m))
   logits, feats = jax.jit(lambda v, x: m.apply(v, x, return_features=True))(
-      v, jnp.asarray(to_last(x)))
+    v, jnp.asarray(to_last(x))
+  )
   assert feats["emb"].shape == (1, 512)
   assert all(max_abs(to_first(a), b) <= TOL for a, b in zip(feats["enc"], enc))
   assert max_abs(to_first(logits), ref) <= TOL

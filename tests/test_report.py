@@ -3,6 +3,7 @@
 Every expected number is recomputed here from the per-case Dice the test itself wrote
 (numpy for mean/SD, scipy.stats.mannwhitneyu for p-values), never copied from the code.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,10 +36,16 @@ def _dice(strategy: str, seed: int, r: int) -> dict[str, float]:
 def _round(strategy, seed, r, n_labeled):
   d = _dice(strategy, seed, r)
   vals = np.array(list(d.values()))
-  return {"round": r, "n_labeled": n_labeled, "queried": [f"q{seed}_{r}"], "pseudo": [],
-          "dice_mean": float(vals.mean()), "dice_sd": float(vals.std()),
-          "dice_per_case": d,
-          "dice_per_class": {c: float(vals.mean() - 0.01 * k) for k, c in enumerate(CLASSES)}}
+  return {
+    "round": r,
+    "n_labeled": n_labeled,
+    "queried": [f"q{seed}_{r}"],
+    "pseudo": [],
+    "dice_mean": float(vals.mean()),
+    "dice_sd": float(vals.std()),
+    "dice_per_case": d,
+    "dice_per_class": {c: float(vals.mean() - 0.01 * k) for k, c in enumerate(CLASSES)},
+  }
 
 
 def _write(path: Path, summary: dict) -> None:
@@ -50,10 +57,19 @@ def make_sweep(root: Path, slices: bool = True) -> None:
   for s in OFFSETS:
     for seed in SEEDS:
       wd = root / s / f"seed_{seed}"
-      _write(wd, {"strategy": s, "ssft": s == "assft", "seed": seed, "complete": True,
-                  "budget_label": ["init"] + [f"{5 * r}%" for r in range(1, ROUNDS + 1)],
-                  "lower_bound": None, "upper_bound": None,
-                  "rounds": [_round(s, seed, r, 1 + 2 * r) for r in range(ROUNDS + 1)]})
+      _write(
+        wd,
+        {
+          "strategy": s,
+          "ssft": s == "assft",
+          "seed": seed,
+          "complete": True,
+          "budget_label": ["init"] + [f"{5 * r}%" for r in range(1, ROUNDS + 1)],
+          "lower_bound": None,
+          "upper_bound": None,
+          "rounds": [_round(s, seed, r, 1 + 2 * r) for r in range(ROUNDS + 1)],
+        },
+      )
       if slices and s in ("assft", "rand"):
         for r in (1, 2):
           rd = wd / f"round_{r:03d}"
@@ -61,20 +77,38 @@ def make_sweep(root: Path, slices: bool = True) -> None:
           yy, xx = np.mgrid[:24, :24]
           lab = ((yy - 12) ** 2 + (xx - 12) ** 2 < 36).astype(np.int32)
           lab[2:6, 2:8] = 2
-          arrays = {f"q{seed}_{r}/image": np.random.default_rng(r).normal(
-              size=(24, 24)).astype(np.float32), f"q{seed}_{r}/pred": np.roll(lab, 2, axis=1)}
+          arrays = {
+            f"q{seed}_{r}/image": np.random.default_rng(r).normal(size=(24, 24)).astype(np.float32),
+            f"q{seed}_{r}/pred": np.roll(lab, 2, axis=1),
+          }
           if (s, r) != ("rand", 2):  # a case without ground truth on disk: pred only
             arrays[f"q{seed}_{r}/label"] = lab
           np.savez(rd / "query_slices.npz", **arrays)
   for kind, level in (("lower_bound", 0.02), ("upper_bound", 0.95)):
     for seed in SEEDS:
       d = {f"s{seed}_case{i:02d}": level + 0.001 * i for i in range(N_CASES)}
-      _write(root / kind / f"seed_{seed}", {
-          "strategy": kind, "ssft": False, "seed": seed, "complete": True,
+      _write(
+        root / kind / f"seed_{seed}",
+        {
+          "strategy": kind,
+          "ssft": False,
+          "seed": seed,
+          "complete": True,
           kind: float(np.mean(list(d.values()))),
-          "rounds": [{"round": 0, "n_labeled": 40, "queried": [], "pseudo": [],
-                      "dice_mean": 0.0, "dice_sd": 0.0, "dice_per_case": d,
-                      "dice_per_class": {}}]})
+          "rounds": [
+            {
+              "round": 0,
+              "n_labeled": 40,
+              "queried": [],
+              "pseudo": [],
+              "dice_mean": 0.0,
+              "dice_sd": 0.0,
+              "dice_per_case": d,
+              "dice_per_class": {},
+            }
+          ],
+        },
+      )
 
 
 def pooled(strategy: str, r: int) -> np.ndarray:
@@ -128,8 +162,9 @@ def test_pvalues_match_scipy_and_stars(report):
     if m == "ASSFT":
       assert row[col["p_vs_ASSFT"]] == ""
       continue
-    want = scipy.stats.mannwhitneyu(pooled(name_of[m], r), pooled("assft", r),
-                                    alternative="two-sided").pvalue
+    want = scipy.stats.mannwhitneyu(
+      pooled(name_of[m], r), pooled("assft", r), alternative="two-sided"
+    ).pvalue
     assert float(row[col["p_vs_ASSFT"]]) == pytest.approx(want, rel=1e-12)
     checked += 1
     if r >= 1:  # the wide table: '*' exactly when p < 0.01
@@ -158,8 +193,10 @@ def test_per_class_csv(report):
   root, _ = report
   rows = _read_csv(root / "report_per_class.csv")
   col = {k: i for i, k in enumerate(rows[0])}
-  got = {(r[col["method"]], int(r[col["round"]]), r[col["class"]]): float(r[col["dice_mean_pct"]])
-         for r in rows[1:]}
+  got = {
+    (r[col["method"]], int(r[col["round"]]), r[col["class"]]): float(r[col["dice_mean_pct"]])
+    for r in rows[1:]
+  }
   vals = [np.mean(list(_dice("rand", k, 2).values())) - 0.01 for k in SEEDS]
   assert got[("RAND", 2, "spleen")] == pytest.approx(100 * np.mean(vals), rel=1e-12)
 
@@ -167,6 +204,7 @@ def test_per_class_csv(report):
 def test_pngs_are_valid(report):
   root, written = report
   import matplotlib.image
+
   for name in ("dice_vs_budget.png", "queries.png"):
     assert written[name] == root / name
     data = (root / name).read_bytes()
@@ -195,8 +233,15 @@ def test_empty_dir_and_bad_summary_give_clear_errors(tmp_path):
   (bad / "summary.json").write_text('{"strategy": "rand", "seed": 0, "rounds": [{"round": 1}]}')
   with pytest.raises(ReportError, match=re.escape(str(bad / "summary.json")) + ".*n_labeled"):
     write_report(tmp_path)
-  (bad / "summary.json").write_text(json.dumps({"strategy": "rand", "seed": 0, "rounds": [
-      {"round": 1, "n_labeled": 2, "dice_per_case": {"a": 73.1}}]}))
+  (bad / "summary.json").write_text(
+    json.dumps(
+      {
+        "strategy": "rand",
+        "seed": 0,
+        "rounds": [{"round": 1, "n_labeled": 2, "dice_per_case": {"a": 73.1}}],
+      }
+    )
+  )
   with pytest.raises(ReportError, match="outside"):
     write_report(tmp_path)
 
@@ -219,13 +264,22 @@ def test_display_names():
 
 
 def test_incomplete_runs_nan_cases_and_no_reference(tmp_path):
-  d0 = {"a": 0.5, "b": 0.7, "c": None}    # None: Dice undefined, must be dropped
+  d0 = {"a": 0.5, "b": 0.7, "c": None}  # None: Dice undefined, must be dropped
   d1 = {"a": 0.6, "b": 0.9}
   for seed, (d, complete, n_rounds) in enumerate([(d0, True, 3), (d1, False, 2)]):
-    _write(tmp_path / "rand" / f"seed_{seed}", {
-        "strategy": "rand", "ssft": False, "seed": seed, "complete": complete,
-        "rounds": [{"round": r, "n_labeled": 1 + 3 * r, "dice_per_case": d,
-                    "dice_per_class": {}} for r in range(n_rounds)]})
+    _write(
+      tmp_path / "rand" / f"seed_{seed}",
+      {
+        "strategy": "rand",
+        "ssft": False,
+        "seed": seed,
+        "complete": complete,
+        "rounds": [
+          {"round": r, "n_labeled": 1 + 3 * r, "dice_per_case": d, "dice_per_class": {}}
+          for r in range(n_rounds)
+        ],
+      },
+    )
   write_report(tmp_path, include_init=True)
   md = (tmp_path / "report.md").read_text()
   assert "No ASSFT runs found" in md and "Mann–Whitney" not in md.split("## Runs")[0]
@@ -239,6 +293,9 @@ def test_incomplete_runs_nan_cases_and_no_reference(tmp_path):
   long = _read_csv(tmp_path / "report_long.csv")
   col = {k: i for i, k in enumerate(long[0])}
   assert [(r[col["n_values"]], r[col["n_seeds"]], r[col["n_nan"]]) for r in long[1:]] == [
-      ("4", "2", "1"), ("4", "2", "1"), ("2", "1", "1")]
+    ("4", "2", "1"),
+    ("4", "2", "1"),
+    ("2", "1", "1"),
+  ]
   seed_means = np.array([0.6, 0.75])
   assert float(long[1][col["seed_sd_pct"]]) == pytest.approx(100 * seed_means.std(ddof=1))

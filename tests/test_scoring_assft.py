@@ -1,4 +1,5 @@
 """scoring/assft.py (Eq. 1-26) against plain numpy float64 rewrites, plus invariants."""
+
 import math
 
 import numpy as np
@@ -90,8 +91,7 @@ def test_pd_permutation_equivariant_and_rank_only():
   er, k = rng.normal(size=(50, 8)), rng.random(50)
   pd = assft.pairwise_dissimilarity(er, k)
   perm = rng.permutation(50)
-  np.testing.assert_allclose(assft.pairwise_dissimilarity(er[perm], k[perm]), pd[perm],
-                             rtol=1e-12)
+  np.testing.assert_allclose(assft.pairwise_dissimilarity(er[perm], k[perm]), pd[perm], rtol=1e-12)
   # PD depends on PAKD only through its ranking.
   np.testing.assert_allclose(assft.pairwise_dissimilarity(er, np.exp(3 * k)), pd, rtol=1e-12)
 
@@ -151,9 +151,9 @@ def test_query_score_constant_vector_is_zero_part():
 def test_n_candidates():
   assert assft.n_candidates(4, 0.5, 1.0, 100) == 8
   assert assft.n_candidates(3, 0.7, 1.0, 100) == math.ceil(3 / 0.7)
-  assert assft.n_candidates(4, 0.9, 0.5, 100) == 4       # clamped up to N_SU
-  assert assft.n_candidates(10, 0.05, 1.0, 50) == 50     # clamped to the pool
-  assert assft.n_candidates(2, 0.0, 1.0, 30) == 30       # no foreground anywhere
+  assert assft.n_candidates(4, 0.9, 0.5, 100) == 4  # clamped up to N_SU
+  assert assft.n_candidates(10, 0.05, 1.0, 50) == 50  # clamped to the pool
+  assert assft.n_candidates(2, 0.0, 1.0, 30) == 30  # no foreground anywhere
 
 
 def test_semantic_distance_and_reliability_match_numpy():

@@ -1,4 +1,5 @@
 """kernels.py against plain numpy float64 rewrites of each voxel map and reduction."""
+
 import math
 
 import numpy as np
@@ -41,11 +42,13 @@ def _reference(p, tau):
   srt = np.sort(p64, -1)
   marg = srt[..., -1] - srt[..., -2]
   fg = p64.argmax(-1) != 0
-  out = {"entropy": h.reshape(n, -1).mean(1),
-         "lc": (1 - p64.max(-1)).reshape(n, -1).mean(1),
-         "margin": marg.reshape(n, -1).mean(1),
-         "fg_frac": fg.reshape(n, -1).mean(1),
-         "usum": h.reshape(n, -1).sum(1)}
+  out = {
+    "entropy": h.reshape(n, -1).mean(1),
+    "lc": (1 - p64.max(-1)).reshape(n, -1).mean(1),
+    "margin": marg.reshape(n, -1).mean(1),
+    "fg_frac": fg.reshape(n, -1).mean(1),
+    "usum": h.reshape(n, -1).sum(1),
+  }
   for key, t in (("asd", tau), ("asd_tau1", 1.0)):
     m = (p64[..., 0] / t < p64[..., 1:].max(-1)).astype(np.float64)
     out[key] = _entropy64(p64 * m[..., None]).reshape(n, -1).mean(1)  # Eq. 10-11 literally
@@ -56,8 +59,9 @@ def _reference(p, tau):
   return out
 
 
-@pytest.mark.parametrize("seed,c,sharp,r,R", [(0, 4, 1.0, 1, 5), (1, 2, 3.0, 3, 5),
-                                              (2, 6, 2.0, 5, 5), (3, 3, 4.0, 1, 1)])
+@pytest.mark.parametrize(
+  "seed,c,sharp,r,R", [(0, 4, 1.0, 1, 5), (1, 2, 3.0, 3, 5), (2, 6, 2.0, 5, 5), (3, 3, 4.0, 1, 1)]
+)
 def test_reduce_case_stats_matches_numpy(seed, c, sharp, r, R):
   p = _probs(seed, c=c, sharp=sharp)
   got = {k: np.asarray(v) for k, v in kernels.reduce_case_stats(p, r, R).items()}
@@ -80,15 +84,22 @@ def test_conf_is_zero_without_foreground_and_ugtst_finite():
 def test_uncertainty_matches_skactiveml_voxelwise():
   """Per voxel, our entropy / 1 - max / margin equal scikit-activeml's
   uncertainty_scores (entropy, least_confident, and 1 - margin for margin_sampling)."""
-  us = pytest.importorskip("skactiveml.pool").uncertainty_scores
+  from skactiveml.pool import uncertainty_scores as us
+
   p = _probs(5, n=1, shape=(5, 5, 5), c=5)[0]
   flat = p.reshape(-1, 5).astype(np.float64)
-  np.testing.assert_allclose(np.asarray(kernels.entropy_map(p)).ravel(),
-                             us(flat, method="entropy"), rtol=RTOL)
-  np.testing.assert_allclose(np.asarray(kernels.least_confidence_map(p)).ravel(),
-                             us(flat, method="least_confident"), rtol=RTOL, atol=1e-7)
-  np.testing.assert_allclose(1 - np.asarray(kernels.margin_map(p)).ravel(),
-                             us(flat, method="margin_sampling"), rtol=RTOL)
+  np.testing.assert_allclose(
+    np.asarray(kernels.entropy_map(p)).ravel(), us(flat, method="entropy"), rtol=RTOL
+  )
+  np.testing.assert_allclose(
+    np.asarray(kernels.least_confidence_map(p)).ravel(),
+    us(flat, method="least_confident"),
+    rtol=RTOL,
+    atol=1e-7,
+  )
+  np.testing.assert_allclose(
+    1 - np.asarray(kernels.margin_map(p)).ravel(), us(flat, method="margin_sampling"), rtol=RTOL
+  )
 
 
 def test_badge_embedding_matches_numpy():
@@ -96,22 +107,37 @@ def test_badge_embedding_matches_numpy():
   p = _probs(7, n=2, shape=(3, 4, 5), c=3)
   h = rng.normal(size=(2, 3, 4, 5, 6)).astype(np.float32)
   onehot = np.eye(3)[p.argmax(-1)]
-  ref = np.stack([np.mean([np.outer(onehot[i].reshape(-1, 3)[v] - p[i].reshape(-1, 3)[v],
-                                    h[i].reshape(-1, 6)[v]).ravel() for v in range(60)], 0)
-                  for i in range(2)])
-  np.testing.assert_allclose(np.asarray(kernels.badge_embedding(p, h)), ref, rtol=1e-5,
-                             atol=1e-6)
+  ref = np.stack(
+    [
+      np.mean(
+        [
+          np.outer(
+            onehot[i].reshape(-1, 3)[v] - p[i].reshape(-1, 3)[v], h[i].reshape(-1, 6)[v]
+          ).ravel()
+          for v in range(60)
+        ],
+        0,
+      )
+      for i in range(2)
+    ]
+  )
+  np.testing.assert_allclose(np.asarray(kernels.badge_embedding(p, h)), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_cosine_distance_blockwise_matches_numpy():
   rng = np.random.default_rng(3)
   a, b = rng.normal(size=(37, 16)), rng.normal(size=(11, 16))
-  ref = 1 - (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (
-      b / np.linalg.norm(b, axis=1, keepdims=True)).T
-  np.testing.assert_allclose(kernels.cosine_distance_matrix(a, b, block=8), ref,
-                             rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(kernels.min_cosine_distance(a, b, block=8), ref.min(1),
-                             rtol=1e-5, atol=1e-6)
+  ref = (
+    1
+    - (a / np.linalg.norm(a, axis=1, keepdims=True))
+    @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+  )
+  np.testing.assert_allclose(
+    kernels.cosine_distance_matrix(a, b, block=8), ref, rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    kernels.min_cosine_distance(a, b, block=8), ref.min(1), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_temperature_bad_rounds():

@@ -1,4 +1,5 @@
 """Every registered strategy on a tiny synthetic stats table; the input checks."""
+
 import numpy as np
 import pytest
 
@@ -6,9 +7,25 @@ from assft_jax import strategies
 from assft_jax.pool import Pool
 from assft_jax.strategies import StrategyError
 
-ALL = ["random", "fg_random", "entropy", "least_confidence", "margin", "coreset", "badge",
-       "sann", "ugtst", "cup", "dkd", "asd", "dkd_asd", "dkd_low", "asd_low", "asd_tau1",
-       "assft"]
+ALL = [
+  "random",
+  "fg_random",
+  "entropy",
+  "least_confidence",
+  "margin",
+  "coreset",
+  "badge",
+  "sann",
+  "ugtst",
+  "cup",
+  "dkd",
+  "asd",
+  "dkd_asd",
+  "dkd_low",
+  "asd_low",
+  "asd_tau1",
+  "assft",
+]
 DIVERSITY = ["coreset", "badge", "sann", "ugtst"]
 
 
@@ -16,8 +33,7 @@ def make_stats(n=30, f=16, g=8, seed=0):
   rng = np.random.default_rng(seed)
   ids = [f"case{i:03d}" for i in range(n)]
   stats = {"ids": ids}
-  for k in ("entropy", "lc", "margin", "asd", "asd_tau1", "conf", "fg_frac", "ugtst",
-            "usum"):
+  for k in ("entropy", "lc", "margin", "asd", "asd_tau1", "conf", "fg_frac", "ugtst", "usum"):
     stats[k] = rng.random(n).astype(np.float32)
   stats["emb_0"] = rng.normal(size=(n, f)).astype(np.float32)
   stats["emb_r"] = (stats["emb_0"] + 0.5 * rng.normal(size=(n, f))).astype(np.float32)
@@ -26,9 +42,11 @@ def make_stats(n=30, f=16, g=8, seed=0):
 
 
 def make_pool(ids, n_labeled=3, n_excluded=3):
-  return Pool(labeled={i: 0 for i in ids[:n_labeled]},
-              unlabeled=tuple(ids[n_labeled:]),
-              excluded=tuple(ids[n_labeled:n_labeled + n_excluded]))
+  return Pool(
+    labeled={i: 0 for i in ids[:n_labeled]},
+    unlabeled=tuple(ids[n_labeled:]),
+    excluded=tuple(ids[n_labeled : n_labeled + n_excluded]),
+  )
 
 
 def test_registry_has_every_name():
@@ -52,8 +70,7 @@ def test_budget_distinct_queryable_and_seeded(name, budget):
 def test_allow_all_returns_every_queryable_case():
   stats = make_stats()
   pool = make_pool(stats["ids"])
-  got = strategies.get("entropy").select(stats, pool, 100, np.random.default_rng(0),
-                                         allow_all=True)
+  got = strategies.get("entropy").select(stats, pool, 100, np.random.default_rng(0), allow_all=True)
   assert sorted(got) == sorted(pool.queryable)
 
 
@@ -109,8 +126,7 @@ def test_unknown_name_lists_valid_ones_and_missing_key():
   stats = make_stats()
   del stats["ugtst"]
   with pytest.raises(StrategyError, match="ugtst"):
-    strategies.get("ugtst").select(stats, make_pool(stats["ids"]), 2,
-                                   np.random.default_rng(0))
+    strategies.get("ugtst").select(stats, make_pool(stats["ids"]), 2, np.random.default_rng(0))
 
 
 def test_rankings_follow_the_design_table():
@@ -123,15 +139,19 @@ def test_rankings_follow_the_design_table():
 
   rng = np.random.default_rng(0)
   assert strategies.get("asd").select(stats, pool, 4, rng) == ids(
-      rows[np.argsort(-stats["asd"][1:])[:4]])
+    rows[np.argsort(-stats["asd"][1:])[:4]]
+  )
   assert strategies.get("asd_low").select(stats, pool, 4, rng) == ids(
-      rows[np.argsort(stats["asd"][1:])[:4]])
+    rows[np.argsort(stats["asd"][1:])[:4]]
+  )
   assert strategies.get("asd_tau1").select(stats, pool, 4, rng) == ids(
-      rows[np.argsort(-stats["asd_tau1"][1:])[:4]])
+    rows[np.argsort(-stats["asd_tau1"][1:])[:4]]
+  )
   # CUP: top 2 N_B by usum, then top N_B of those by fg_frac.
   c = rows[np.argsort(-stats["usum"][1:])[:8]]
   assert strategies.get("cup").select(stats, pool, 4, rng) == ids(
-      c[np.argsort(-stats["fg_frac"][c])[:4]])
+    c[np.argsort(-stats["fg_frac"][c])[:4]]
+  )
   # FG-RAND never picks a case under the foreground threshold while enough qualify.
   stats["fg_frac"][:] = 0.0
   stats["fg_frac"][[3, 9, 14, 20, 28]] = 0.2

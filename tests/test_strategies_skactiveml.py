@@ -3,16 +3,16 @@
 Each case here is a single voxel, so our per-case mean utilities equal skactiveml's
 per-sample utilities, and our selection must equal skactiveml's query.
 """
+
 import numpy as np
 import pytest
+import skactiveml.base as skbase  # a declared test dependency: missing it fails
+import skactiveml.pool as skpool
 
 from assft_jax import strategies
 from assft_jax.pool import Pool
 from assft_jax.scoring import kernels
 from assft_jax.strategies.diversity import kmeanspp_seeding
-
-skpool = pytest.importorskip("skactiveml.pool")
-skbase = pytest.importorskip("skactiveml.base")
 
 N, C, F, BUDGET = 40, 4, 6, 6
 LABELED = [0, 5, 17]
@@ -42,24 +42,29 @@ def _data(seed):
   y = np.full(N, np.nan)
   y[LABELED] = p[LABELED].argmax(1)
   ids = [f"c{i:02d}" for i in range(N)]
-  pool = Pool(labeled={ids[i]: 0 for i in LABELED},
-              unlabeled=tuple(ids[i] for i in range(N) if i not in LABELED))
+  pool = Pool(
+    labeled={ids[i]: 0 for i in LABELED},
+    unlabeled=tuple(ids[i] for i in range(N) if i not in LABELED),
+  )
   return rng, p.astype(np.float32), y, ids, pool
 
 
-@pytest.mark.parametrize("ours,theirs", [("entropy", "entropy"),
-                                         ("least_confidence", "least_confident"),
-                                         ("margin", "margin_sampling")])
+@pytest.mark.parametrize(
+  "ours,theirs",
+  [("entropy", "entropy"), ("least_confidence", "least_confident"), ("margin", "margin_sampling")],
+)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_uncertainty_sampling_selects_same_cases(ours, theirs, seed):
   rng, p, y, ids, pool = _data(seed)
-  stats = {k: np.asarray(v) for k, v in
-           kernels.reduce_case_stats(p.reshape(N, 1, 1, 1, C), 1, 5).items()}
+  stats = {
+    k: np.asarray(v) for k, v in kernels.reduce_case_stats(p.reshape(N, 1, 1, 1, C), 1, 5).items()
+  }
   stats["ids"] = ids
   got = strategies.get(ours).select(stats, pool, BUDGET, rng)
   clf = LookupClassifier(probas=p.astype(np.float64)).fit(None, None)
   q = skpool.UncertaintySampling(method=theirs, random_state=0).query(
-      np.arange(N, dtype=float)[:, None], y, clf, fit_clf=False, batch_size=BUDGET)
+    np.arange(N, dtype=float)[:, None], y, clf, fit_clf=False, batch_size=BUDGET
+  )
   assert got == [ids[i] for i in q]
 
 
@@ -97,12 +102,18 @@ def test_badge_first_pick_and_d2_distributions_match(seed):
   and are not compared."""
   rng, p, y, ids, pool = _data(seed)
   h = rng.normal(size=(N, F)).astype(np.float32)
-  ours = np.asarray(kernels.badge_embedding(p.reshape(N, 1, 1, 1, C),
-                                            h.reshape(N, 1, 1, 1, F)), np.float64)
+  ours = np.asarray(
+    kernels.badge_embedding(p.reshape(N, 1, 1, 1, C), h.reshape(N, 1, 1, 1, F)), np.float64
+  )
   clf = LookupClassifier(probas=p.astype(np.float64), emb=h.astype(np.float64)).fit(None, None)
   q, util = skpool.Badge(clf_embedding_flag_name="return_embeddings", random_state=seed).query(
-      np.arange(N, dtype=float)[:, None], y, clf, fit_clf=False, batch_size=BUDGET,
-      return_utilities=True)
+    np.arange(N, dtype=float)[:, None],
+    y,
+    clf,
+    fit_clf=False,
+    batch_size=BUDGET,
+    return_utilities=True,
+  )
   onehot = np.eye(C)[p.argmax(1)]
   theirs_g = ((p - onehot)[:, :, None] * h[:, None, :]).reshape(N, -1)
   np.testing.assert_allclose(ours, -theirs_g, rtol=1e-5, atol=1e-7)
@@ -118,15 +129,16 @@ def test_badge_first_pick_and_d2_distributions_match(seed):
   g = ours[unl]
   picks = kmeanspp_seeding(g, BUDGET, draw)
   assert [int(unl[i]) for i in picks] == [int(i) for i in q]
-  sq = lambda v: np.sum(v ** 2, axis=-1)
+  sq = lambda v: np.sum(v**2, axis=-1)
   for step, prob in enumerate(seen, start=1):
     d2 = np.min([sq(g - g[j]) for j in picks[:step]], axis=0)  # plain numpy D^2
     np.testing.assert_allclose(prob, d2 / d2.sum(), rtol=1e-5, atol=1e-12)
     # skactiveml keeps its step-0 D^2 = ||g||^2 inside the running minimum, so the
     # origin acts as one more center; with that term its utilities are the same D^2.
     d2_sk = np.minimum(d2, sq(g))
-    np.testing.assert_allclose(np.nan_to_num(util[step][unl]), d2_sk / d2_sk.sum(),
-                               rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(
+      np.nan_to_num(util[step][unl]), d2_sk / d2_sk.sum(), rtol=1e-5, atol=1e-12
+    )
 
   stats = {"ids": ids, "badge": ours}
   got = strategies.get("badge").select(stats, pool, BUDGET, np.random.default_rng(0))

@@ -1,4 +1,5 @@
 """Selective semi-supervised selection (§3.3), the §3.4 exclusion and the ASSFT query."""
+
 import math
 
 import numpy as np
@@ -13,10 +14,14 @@ from assft_jax.strategies import StrategyError, n_su, next_excluded, select_reli
 def _table(n=40, f=8, seed=0):
   rng = np.random.default_rng(seed)
   ids = [f"u{i:02d}" for i in range(n)]
-  stats = {"ids": ids, "conf": rng.random(n), "emb_r": rng.normal(size=(n, f)),
-           "emb_0": rng.normal(size=(n, f)), "asd": rng.random(n)}
-  pool = Pool(labeled={i: 1 for i in ids[:4]}, unlabeled=tuple(ids[4:]),
-              excluded=tuple(ids[4:7]))
+  stats = {
+    "ids": ids,
+    "conf": rng.random(n),
+    "emb_r": rng.normal(size=(n, f)),
+    "emb_0": rng.normal(size=(n, f)),
+    "asd": rng.random(n),
+  }
+  pool = Pool(labeled={i: 1 for i in ids[:4]}, unlabeled=tuple(ids[4:]), excluded=tuple(ids[4:7]))
   return stats, pool
 
 
@@ -82,6 +87,8 @@ def test_dkd_asd_scores_only_the_queryable_cases():
   for name in ("dkd_asd", "assft"):
     assert strategies.get(name).select(stats, pool, 5, np.random.default_rng(0)) == want
   assert strategies.get("dkd").select(stats, pool, 3, np.random.default_rng(0)) == [
-      pool.queryable[i] for i in np.argsort(-dkd)[:3]]
+    pool.queryable[i] for i in np.argsort(-dkd)[:3]
+  ]
   assert strategies.get("dkd_low").select(stats, pool, 3, np.random.default_rng(0)) == [
-      pool.queryable[i] for i in np.argsort(dkd)[:3]]
+    pool.queryable[i] for i in np.argsort(dkd)[:3]
+  ]

@@ -1,4 +1,5 @@
 """Sweep planning and bookkeeping with a fake command runner (no subprocesses)."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from assft_jax import sweep
+from assft_jax.errors import EXIT_PENDING
 
 
 def _summary(workdir: Path, complete: bool) -> None:
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "summary.json").write_text(json.dumps(
-      {"strategy": "x", "seed": 0, "complete": complete, "rounds": []}))
+  (workdir / "summary.json").write_text(
+    json.dumps({"strategy": "x", "seed": 0, "complete": complete, "rounds": []})
+  )
 
 
 def _arg(cmd: list[str], flag: str) -> str:
@@ -45,26 +48,44 @@ def flagfile(tmp_path):
 def test_plan_and_command(tmp_path, flagfile):
   cells = sweep.plan_cells(["assft", "rand", "rand+ssft"], [0, 2], tmp_path)
   assert [(c.strategy, c.ssft, c.seed) for c in cells] == [
-      ("assft", True, 0), ("assft", True, 2), ("rand", False, 0), ("rand", False, 2),
-      ("rand", True, 0), ("rand", True, 2)]
+    ("assft", True, 0),
+    ("assft", True, 2),
+    ("rand", False, 0),
+    ("rand", False, 2),
+    ("rand", True, 0),
+    ("rand", True, 2),
+  ]
   assert cells[1].workdir == tmp_path / "assft" / "seed_2"
   assert cells[5].workdir == tmp_path / "rand+ssft" / "seed_2"
   cmd = sweep.run_command(cells[1], [flagfile], ["--epochs_round=1"])
-  assert cmd == [sys.executable, "-m", "experiments.run", f"--flagfile={flagfile}",
-                 "--strategy=assft", "--ssft", "--seed=2",
-                 f"--workdir={tmp_path / 'assft' / 'seed_2'}", "--epochs_round=1"]
+  assert cmd == [
+    sys.executable,
+    "-m",
+    "experiments.run",
+    f"--flagfile={flagfile}",
+    "--strategy=assft",
+    "--ssft",
+    "--seed=2",
+    f"--workdir={tmp_path / 'assft' / 'seed_2'}",
+    "--epochs_round=1",
+  ]
   assert "--nossft" in sweep.run_command(cells[2], [flagfile])
   assert "--ssft" in sweep.run_command(cells[4], [flagfile])
   lo = sweep.plan_cells(["lower_bound"], [1], tmp_path)[0]
   assert sweep.run_command(lo, [], python="py") == [
-      "py", "-m", "experiments.run", "--lower_bound", "--seed=1",
-      f"--workdir={tmp_path / 'lower_bound' / 'seed_1'}"]
+    "py",
+    "-m",
+    "experiments.run",
+    "--lower_bound",
+    "--seed=1",
+    f"--workdir={tmp_path / 'lower_bound' / 'seed_1'}",
+  ]
 
 
 def test_skips_complete_reruns_incomplete_lists_failures_and_waiting(tmp_path, flagfile):
   out = tmp_path / "sw"
-  _summary(out / "assft" / "seed_0", complete=True)      # skipped
-  _summary(out / "assft" / "seed_1", complete=False)     # resumed
+  _summary(out / "assft" / "seed_0", complete=True)  # skipped
+  _summary(out / "assft" / "seed_1", complete=False)  # resumed
   (out / "rand" / "seed_0").mkdir(parents=True)
   (out / "rand" / "seed_0" / "summary.json").write_text("{broken")  # rerun, not a crash
   cells = sweep.plan_cells(["assft", "rand", "dkd"], [0, 1], out)
@@ -83,7 +104,7 @@ def test_skips_complete_reruns_incomplete_lists_failures_and_waiting(tmp_path, f
   runner2 = FakeRunner({("dkd", 0): 3})
   res2 = sweep.run_sweep(cells, [flagfile], runner=runner2, log=lambda s: None)
   assert [c.name for c in res2.ran] == ["rand/seed_1", "dkd/seed_0", "dkd/seed_1"]
-  assert res2.exit_code == sweep.WAITING_FOR_LABELS and not res2.failed
+  assert res2.exit_code == EXIT_PENDING and not res2.failed
 
 
 def test_all_done_exit_zero_and_runner_oserror_is_a_failure(tmp_path, flagfile):
@@ -109,21 +130,40 @@ def test_bad_arguments(tmp_path):
   for bad in ("", "a/b", "../x", ".."):
     with pytest.raises(sweep.SweepError, match="--strategies"):
       sweep.parse_strategies(bad)
-  for extra in (["--seed=3"], ["--workdir", "/x"], ["--strategy=rand"], ["--nossft"],
-                ["--upper_bound"]):
+  for extra in (
+    ["--seed=3"],
+    ["--workdir", "/x"],
+    ["--strategy=rand"],
+    ["--nossft"],
+    ["--upper_bound"],
+  ):
     with pytest.raises(sweep.SweepError, match="set per cell"):
       sweep.check_extra(extra)
   sweep.check_extra(["--seeds_extra=1", "--epochs_round=2"])
   with pytest.raises(sweep.SweepError, match="--flagfile.*missing.flags"):
-    sweep.run_sweep(sweep.plan_cells(["rand"], [0], tmp_path), [str(tmp_path / "missing.flags")],
-                    runner=FakeRunner({}), log=lambda s: None)
+    sweep.run_sweep(
+      sweep.plan_cells(["rand"], [0], tmp_path),
+      [str(tmp_path / "missing.flags")],
+      runner=FakeRunner({}),
+      log=lambda s: None,
+    )
 
 
 def test_cli_keeps_flagfile_for_the_runs_and_passes_unknown_flags(flagfile, tmp_path):
   from experiments import sweep as cli
+
   flagfiles, extra = cli.parse_argv(
-      ["sweep", f"--flagfile={flagfile}", "--strategies=assft,rand", "--seeds", "0,1",
-       f"--out={tmp_path}", "--epochs_round=2", "--norm=batch"])
+    [
+      "sweep",
+      f"--flagfile={flagfile}",
+      "--strategies=assft,rand",
+      "--seeds",
+      "0,1",
+      f"--out={tmp_path}",
+      "--epochs_round=2",
+      "--norm=batch",
+    ]
+  )
   assert flagfiles == [flagfile]
   assert extra == ["--epochs_round=2", "--norm=batch"]
   assert cli.FLAGS.strategies == "assft,rand" and cli.FLAGS.seeds == "0,1"

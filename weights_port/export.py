@@ -8,6 +8,7 @@ Load it in PyTorch with
   net.load_state_dict(safetensors.torch.load_file("model.safetensors"), strict=True)
 where cfg is printed by this command (init_filters, in_channels, blocks_down, ...).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,14 +18,17 @@ from pathlib import Path
 
 from absl import flags
 
-from weights_port.convert import _die, parse
+from assft_jax.errors import cli_errors
+from weights_port.convert import parse
 from weights_port.mapping import PortError, to_torch
 
 
 def export(src: str | Path, dst: str | Path) -> dict:
   """Writes the MONAI state_dict of the model in `src` to `dst` (atomic); returns MONAI kwargs."""
   import safetensors.numpy
+
   from assft_jax.models import load_pretrained, model_config
+
   module, variables = load_pretrained(src)
   cfg = model_config(module)
   sd = to_torch(variables, cfg)
@@ -45,29 +49,31 @@ def export(src: str | Path, dst: str | Path) -> dict:
 
 def monai_kwargs(cfg: dict) -> dict:
   """Constructor kwargs of the matching MONAI network (SegResNetDS or SegResEncoder)."""
-  kw = {"spatial_dims": 3, "init_filters": cfg["init_filters"],
-        "in_channels": cfg["in_channels"], "blocks_down": tuple(cfg["blocks_down"]),
-        "norm": cfg["norm"] if cfg["norm"] != "group" else ("group", {"num_groups": 8})}
+  kw = {
+    "spatial_dims": 3,
+    "init_filters": cfg["init_filters"],
+    "in_channels": cfg["in_channels"],
+    "blocks_down": tuple(cfg["blocks_down"]),
+    "norm": cfg["norm"] if cfg["norm"] != "group" else ("group", {"num_groups": 8}),
+  }
   if cfg["arch"] == "segresnet":
-    kw.update(out_channels=cfg["out_channels"], dsdepth=cfg["dsdepth"],
-              blocks_up=None if cfg.get("blocks_up") is None else tuple(cfg["blocks_up"]))
+    kw.update(
+      out_channels=cfg["out_channels"],
+      dsdepth=cfg["dsdepth"],
+      blocks_up=None if cfg.get("blocks_up") is None else tuple(cfg["blocks_up"]),
+    )
   return kw
 
 
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv if argv is None else argv)
   fv = flags.FlagValues()
-  flags.DEFINE_string("src", None, "pretrained directory (model.json + variables)",
-                      flag_values=fv)
+  flags.DEFINE_string("src", None, "pretrained directory (model.json + variables)", flag_values=fv)
   flags.DEFINE_string("dst", None, "output .safetensors file", flag_values=fv)
   parse(argv, fv, ("src", "dst"))
-  from assft_jax.models import CheckpointError
-  try:
+  with cli_errors():
     kw = export(fv.src, fv.dst)
-  except (PortError, CheckpointError) as e:
-    _die(str(e))
-  print(f"wrote {fv.dst}: MONAI {'SegResNetDS' if 'out_channels' in kw else 'SegResEncoder'}"
-        f"({kw})")
+  print(f"wrote {fv.dst}: MONAI {'SegResNetDS' if 'out_channels' in kw else 'SegResEncoder'}({kw})")
   return 0
 
 

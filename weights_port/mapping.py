@@ -18,24 +18,28 @@ conv:   torch (O, I, kd, kh, kw) -> flax (kd, kh, kw, I, O)      = transpose(2, 
 deconv: torch (I, O, kd, kh, kw) -> flax (kd, kh, kw, I, O)      = transpose(2, 3, 4, 0, 1)
         (no spatial flip: the Flax UpConv flips in its native path; checked by parity)
 """
+
 from __future__ import annotations
 
-from typing import Iterator, Mapping, NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
 import numpy as np
+
+from assft_jax.errors import AssftError
 
 CONV_PERM = (2, 3, 4, 1, 0)
 DECONV_PERM = (2, 3, 4, 0, 1)
 
 
-class PortError(ValueError):
+class PortError(AssftError, ValueError):
   """A state_dict that does not match the expected architecture (lists every problem)."""
 
 
 class Entry(NamedTuple):
   torch_key: str
-  collection: str            # "params" | "batch_stats"
-  path: tuple[str, ...]      # flax path inside the collection
+  collection: str  # "params" | "batch_stats"
+  path: tuple[str, ...]  # flax path inside the collection
   perm: tuple[int, ...] | None  # torch -> flax transpose, None = identity
 
 
@@ -62,8 +66,9 @@ def _encoder(tp: str, fp: tuple, cfg: Mapping) -> Iterator[Entry]:
     for j in range(nb):
       yield from block_entries(f"{tp}layers.{i}.blocks.{j}", lp + (f"blocks_{j}",), cfg["norm"])
     if i < len(blocks_down) - 1:
-      yield Entry(f"{tp}layers.{i}.downsample.weight", "params", lp + ("downsample", "kernel"),
-                  CONV_PERM)
+      yield Entry(
+        f"{tp}layers.{i}.downsample.weight", "params", lp + ("downsample", "kernel"), CONV_PERM
+      )
 
 
 def key_table(cfg: Mapping) -> list[Entry]:
@@ -76,14 +81,17 @@ def key_table(cfg: Mapping) -> list[Entry]:
   dsdepth = max(int(cfg.get("dsdepth", 1)), 1)
   for i in range(n_up):
     lp = (f"up_layers_{i}",)
-    table.append(Entry(f"up_layers.{i}.upsample.deconv.weight", "params",
-                       lp + ("upsample", "kernel"), DECONV_PERM))
+    table.append(
+      Entry(
+        f"up_layers.{i}.upsample.deconv.weight", "params", lp + ("upsample", "kernel"), DECONV_PERM
+      )
+    )
     for j in range(blocks_up[i]):
-      table.extend(block_entries(f"up_layers.{i}.blocks.{j}", lp + (f"blocks_{j}",),
-                                 cfg["norm"]))
+      table.extend(block_entries(f"up_layers.{i}.blocks.{j}", lp + (f"blocks_{j}",), cfg["norm"]))
     if n_up - i <= dsdepth:
-      table.append(Entry(f"up_layers.{i}.head.weight", "params", lp + ("head", "kernel"),
-                         CONV_PERM))
+      table.append(
+        Entry(f"up_layers.{i}.head.weight", "params", lp + ("head", "kernel"), CONV_PERM)
+      )
       table.append(Entry(f"up_layers.{i}.head.bias", "params", lp + ("head", "bias"), None))
   return table
 
@@ -95,8 +103,12 @@ def _expected_torch_shape(e: Entry, flax_shape: tuple) -> tuple:
   return tuple(flax_shape[k] for k in inv)
 
 
-def to_flax(state_dict: Mapping[str, np.ndarray], cfg: Mapping,
-            shapes: Mapping | None = None, strict: bool = True) -> dict:
+def to_flax(
+  state_dict: Mapping[str, np.ndarray],
+  cfg: Mapping,
+  shapes: Mapping | None = None,
+  strict: bool = True,
+) -> dict:
   """torch-keyed arrays -> {"params": ..., "batch_stats": ...} (nested dicts of float32).
 
   `shapes`: optional flax variables (or their shapes) to check against. `strict`: missing
@@ -106,8 +118,12 @@ def to_flax(state_dict: Mapping[str, np.ndarray], cfg: Mapping,
   return port(state_dict, key_table(cfg), shapes, strict)
 
 
-def port(state_dict: Mapping[str, np.ndarray], table: list[Entry],
-         shapes: Mapping | None = None, strict: bool = True) -> dict:
+def port(
+  state_dict: Mapping[str, np.ndarray],
+  table: list[Entry],
+  shapes: Mapping | None = None,
+  strict: bool = True,
+) -> dict:
   """`to_flax` over an explicit table (e.g. `list(block_entries(...))` for one block)."""
   sd = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
   known = {e.torch_key for e in table}
@@ -121,15 +137,18 @@ def port(state_dict: Mapping[str, np.ndarray], table: list[Entry],
     a = np.asarray(sd[e.torch_key], dtype=np.float32)
     if e.perm is not None:
       if a.ndim != len(e.perm):
-        bad_shape.append(f"{e.torch_key}: {a.ndim}-d tensor {a.shape}, expected "
-                         f"{len(e.perm)}-d (a 3D conv kernel)")
+        bad_shape.append(
+          f"{e.torch_key}: {a.ndim}-d tensor {a.shape}, expected {len(e.perm)}-d (a 3D conv kernel)"
+        )
         continue
       a = np.ascontiguousarray(a.transpose(e.perm))
     if shapes is not None:
       want = tuple(_get(shapes[e.collection], e.path).shape)
       if a.shape != want:
-        bad_shape.append(f"{e.torch_key}: shape {tuple(sd[e.torch_key].shape)}, expected "
-                         f"{_expected_torch_shape(e, want)}")
+        bad_shape.append(
+          f"{e.torch_key}: shape {tuple(sd[e.torch_key].shape)}, expected "
+          f"{_expected_torch_shape(e, want)}"
+        )
         continue
     _set(out[e.collection], e.path, a)
   problems = []
@@ -155,7 +174,7 @@ def to_torch(variables: Mapping, cfg: Mapping) -> dict[str, np.ndarray]:
       a = a.transpose(np.argsort(e.perm))
     sd[e.torch_key] = np.ascontiguousarray(a)
     if e.torch_key.endswith("running_var"):
-      sd[e.torch_key[:-len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
+      sd[e.torch_key[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
   return sd
 
 

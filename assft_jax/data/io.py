@@ -5,6 +5,7 @@ Array convention: a loaded volume is the file's voxel array (axes i, j, k) unles
 points toward the first letter, and so on. The returned `meta` holds everything needed
 to put a prediction back into the SOURCE file's grid (`save_prediction`).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,170 +21,176 @@ from .geometry import resample_to_shape, uncrop
 
 
 def read_header(path: str | os.PathLike) -> nib.Nifti1Image:
-    """Open a NIfTI file lazily (header only). Raises DataError naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    try:
-        return nib.load(str(path))
-    except Exception as e:  # nibabel raises many types for corrupt files
-        raise DataError(f"{path}: unreadable NIfTI ({type(e).__name__}: {e})") from None
+  """Open a NIfTI file lazily (header only). Raises DataError naming the file."""
+  path = Path(path)
+  if not path.exists():
+    raise DataError(f"{path}: file not found")
+  try:
+    return nib.load(str(path))
+  except Exception as e:  # nibabel raises many types for corrupt files
+    raise DataError(f"{path}: unreadable NIfTI ({type(e).__name__}: {e})") from None
 
 
 def spatial_shape(img: nib.Nifti1Image, path: Path) -> tuple[int, int, int]:
-    """The 3D shape; a 4D image with >1 channel is an error that suggests a channel."""
-    shape = tuple(int(n) for n in img.shape)
-    if len(shape) > 3 and all(n == 1 for n in shape[3:]):
-        shape = shape[:3]
-    if len(shape) == 4:
-        raise DataError(f"{path}: 4D image with shape {shape}; take one channel, "
-                        f"e.g. `nib.load(p).slicer[..., 0]` (channels 0..{shape[3] - 1})")
-    if len(shape) != 3:
-        raise DataError(f"{path}: expected a 3D image, got shape {shape}")
-    return shape  # type: ignore[return-value]
+  """The 3D shape; a 4D image with >1 channel is an error that suggests a channel."""
+  shape = tuple(int(n) for n in img.shape)
+  if len(shape) > 3 and all(n == 1 for n in shape[3:]):
+    shape = shape[:3]
+  if len(shape) == 4:
+    raise DataError(
+      f"{path}: 4D image with shape {shape}; take one channel, "
+      f"e.g. `nib.load(p).slicer[..., 0]` (channels 0..{shape[3] - 1})"
+    )
+  if len(shape) != 3:
+    raise DataError(f"{path}: expected a 3D image, got shape {shape}")
+  return shape  # type: ignore[return-value]
 
 
-def load_volume(path: str | os.PathLike, orientation: str | None = None,
-                dtype: Any = np.float32) -> tuple[np.ndarray, dict]:
-    """Read a 3D NIfTI. Returns (array [D, H, W] of `dtype`, meta).
+def load_volume(
+  path: str | os.PathLike, orientation: str | None = None, dtype: Any = np.float32
+) -> tuple[np.ndarray, dict]:
+  """Read a 3D NIfTI. Returns (array [D, H, W] of `dtype`, meta).
 
-    meta keys: path, source_affine, source_shape, ornt (source -> array axis transform),
-    orientation, affine (of the returned array), spacing (mm, per returned axis).
-    """
-    path = Path(path)
-    img = read_header(path)
-    shape = spatial_shape(img, path)
-    try:
-        data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
-    except Exception as e:
-        raise DataError(f"{path}: corrupt voxel data ({type(e).__name__}: {e})") from None
-    affine = np.asarray(img.affine, float)
-    xform = _ornt_xform(affine, orientation)
-    arr = nib.orientations.apply_orientation(data, xform)
-    new_affine = affine @ nib.orientations.inv_ornt_aff(xform, shape)
-    meta = {
-        "path": str(path),
-        "source_affine": affine.tolist(),
-        "source_shape": list(shape),
-        "ornt": xform.tolist(),
-        "orientation": orientation,
-        "affine": new_affine.tolist(),
-        "spacing": voxel_spacing(new_affine),
-    }
-    return np.ascontiguousarray(arr, dtype=dtype), meta
+  meta keys: path, source_affine, source_shape, ornt (source -> array axis transform),
+  orientation, affine (of the returned array), spacing (mm, per returned axis).
+  """
+  path = Path(path)
+  img = read_header(path)
+  shape = spatial_shape(img, path)
+  try:
+    data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+  except Exception as e:
+    raise DataError(f"{path}: corrupt voxel data ({type(e).__name__}: {e})") from None
+  affine = np.asarray(img.affine, float)
+  xform = _ornt_xform(affine, orientation)
+  arr = nib.orientations.apply_orientation(data, xform)
+  new_affine = affine @ nib.orientations.inv_ornt_aff(xform, shape)
+  meta = {
+    "path": str(path),
+    "source_affine": affine.tolist(),
+    "source_shape": list(shape),
+    "ornt": xform.tolist(),
+    "orientation": orientation,
+    "affine": new_affine.tolist(),
+    "spacing": voxel_spacing(new_affine),
+  }
+  return np.ascontiguousarray(arr, dtype=dtype), meta
 
 
 def mask_file(folder: Path, name: str) -> Path:
-    """The binary mask of class `name` in a per-class mask folder."""
-    for ext in (".nii.gz", ".nii"):
-        if (folder / (name + ext)).exists():
-            return folder / (name + ext)
-    return folder / (name + ".nii.gz")
+  """The binary mask of class `name` in a per-class mask folder."""
+  for ext in (".nii.gz", ".nii"):
+    if (folder / (name + ext)).exists():
+      return folder / (name + ext)
+  return folder / (name + ".nii.gz")
 
 
-def load_label(path: str | os.PathLike, orientation: str | None = None,
-               mask_names: tuple[str, ...] | None = None) -> tuple[np.ndarray, dict]:
-    """A label map [D, H, W] (float32; the caller checks its values) and meta.
+def load_label(
+  path: str | os.PathLike, orientation: str | None = None, mask_names: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, dict]:
+  """A label map [D, H, W] (float32; the caller checks its values) and meta.
 
-    `path` is a label file, or a folder of per-class binary masks `<name>.nii.gz`
-    (AbdomenAtlas `segmentations/`): mask k of `mask_names` becomes value k + 1
-    (a later mask wins where masks overlap)."""
-    path = Path(path)
-    if not path.is_dir():
-        return load_volume(path, orientation)
-    label, meta, problems = None, None, []
-    for k, name in enumerate(mask_names or (), start=1):
-        f = mask_file(path, name)
-        try:
-            arr, m = load_volume(f, orientation)
-        except DataError as e:
-            problems.extend(e.problems)
-            continue
-        if label is None:
-            label, meta = np.zeros(arr.shape, np.float32), m
-        if arr.shape != label.shape:
-            problems.append(f"{f}: mask shape {arr.shape} differs from the other masks {label.shape}")
-            continue
-        if not np.isin(arr, (0.0, 1.0)).all():
-            problems.append(f"{f}: mask values other than 0 and 1")
-        label[arr > 0.5] = k
-    if label is None and not problems:
-        problems.append(f"{path}: no class masks found")
-    if problems:
-        raise DataError(problems)
-    return label, meta
+  `path` is a label file, or a folder of per-class binary masks `<name>.nii.gz`
+  (AbdomenAtlas `segmentations/`): mask k of `mask_names` becomes value k + 1
+  (a later mask wins where masks overlap)."""
+  path = Path(path)
+  if not path.is_dir():
+    return load_volume(path, orientation)
+  label, meta, problems = None, None, []
+  for k, name in enumerate(mask_names or (), start=1):
+    f = mask_file(path, name)
+    try:
+      arr, m = load_volume(f, orientation)
+    except DataError as e:
+      problems.extend(e.problems)
+      continue
+    if label is None:
+      label, meta = np.zeros(arr.shape, np.float32), m
+    if arr.shape != label.shape:
+      problems.append(f"{f}: mask shape {arr.shape} differs from the other masks {label.shape}")
+      continue
+    if not np.isin(arr, (0.0, 1.0)).all():
+      problems.append(f"{f}: mask values other than 0 and 1")
+    label[arr > 0.5] = k
+  if label is None and not problems:
+    problems.append(f"{path}: no class masks found")
+  if problems:
+    raise DataError(problems)
+  return label, meta
 
 
 def voxel_spacing(affine: np.ndarray) -> list[float]:
-    """Voxel size along each array axis (column norms of the affine)."""
-    a = np.asarray(affine, float)[:3, :3]
-    return [float(v) for v in np.sqrt((a ** 2).sum(axis=0))]
+  """Voxel size along each array axis (column norms of the affine)."""
+  a = np.asarray(affine, float)[:3, :3]
+  return [float(v) for v in np.sqrt((a**2).sum(axis=0))]
 
 
 def _ornt_xform(affine: np.ndarray, orientation: str | None) -> np.ndarray:
-    n = 3
-    if orientation is None:
-        return np.stack([np.arange(n), np.ones(n)], axis=1)
-    src = nib.orientations.io_orientation(affine)
-    tgt = nib.orientations.axcodes2ornt(tuple(orientation.upper()))
-    return nib.orientations.ornt_transform(src, tgt)
+  n = 3
+  if orientation is None:
+    return np.stack([np.arange(n), np.ones(n)], axis=1)
+  src = nib.orientations.io_orientation(affine)
+  tgt = nib.orientations.axcodes2ornt(tuple(orientation.upper()))
+  return nib.orientations.ornt_transform(src, tgt)
 
 
 def inverse_ornt(xform) -> np.ndarray:
-    """Inverse of a nibabel orientation transform: row i of `xform` sends input axis i
-    to output axis xform[i, 0] (flipped if xform[i, 1] == -1)."""
-    xform = np.asarray(xform, float)
-    inv = np.zeros_like(xform)
-    for i, (j, flip) in enumerate(xform):
-        inv[int(j)] = (i, flip)
-    return inv
+  """Inverse of a nibabel orientation transform: row i of `xform` sends input axis i
+  to output axis xform[i, 0] (flipped if xform[i, 1] == -1)."""
+  xform = np.asarray(xform, float)
+  inv = np.zeros_like(xform)
+  for i, (j, flip) in enumerate(xform):
+    inv[int(j)] = (i, flip)
+  return inv
 
 
 def to_source_grid(pred: np.ndarray, meta: dict) -> np.ndarray:
-    """Undo crop/pad, resampling and reorientation (in that order) of a [D, H, W]
-    array in the preprocessed grid. Returns an array in the source file's voxel grid."""
-    arr = np.asarray(pred)
-    if "crop_start" in meta:
-        arr = uncrop(arr, meta["crop_start"], meta["grid_shape"])
-    if "oriented_shape" in meta:
-        arr = resample_to_shape(arr, meta["oriented_shape"], order=0)
-    arr = nib.orientations.apply_orientation(arr, inverse_ornt(meta["ornt"]))
-    if list(arr.shape) != list(meta["source_shape"]):
-        raise DataError(f"{meta.get('path', '?')}: prediction maps to shape {arr.shape}, "
-                        f"source is {tuple(meta['source_shape'])}")
-    return arr
+  """Undo crop/pad, resampling and reorientation (in that order) of a [D, H, W]
+  array in the preprocessed grid. Returns an array in the source file's voxel grid."""
+  arr = np.asarray(pred)
+  if "crop_start" in meta:
+    arr = uncrop(arr, meta["crop_start"], meta["grid_shape"])
+  if "oriented_shape" in meta:
+    arr = resample_to_shape(arr, meta["oriented_shape"], order=0)
+  arr = nib.orientations.apply_orientation(arr, inverse_ornt(meta["ornt"]))
+  if list(arr.shape) != list(meta["source_shape"]):
+    raise DataError(
+      f"{meta.get('path', '?')}: prediction maps to shape {arr.shape}, "
+      f"source is {tuple(meta['source_shape'])}"
+    )
+  return arr
 
 
 def save_prediction(pred: np.ndarray, meta: dict, out_path: str | os.PathLike) -> Path:
-    """Write an integer label map pred [D, H, W] (preprocessed grid described by
-    `meta`) as NIfTI in the SOURCE image's grid and affine, so it overlays the
-    original scan in 3D Slicer / ITK-SNAP. Atomic (tmp file then rename)."""
-    arr = to_source_grid(pred, meta)
-    dtype = np.uint8 if arr.size == 0 or (arr.min() >= 0 and arr.max() < 256) else np.int16
-    affine = np.asarray(meta["source_affine"], float)
-    header = None
-    src = Path(meta.get("path", ""))
-    if src.is_file():
-        header = nib.load(str(src)).header.copy()
-    img = nib.Nifti1Image(arr.astype(dtype), affine, header=header)
-    img.set_data_dtype(dtype)
-    img.header.set_slope_inter(1, 0)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return atomic_save(img, out_path)
+  """Write an integer label map pred [D, H, W] (preprocessed grid described by
+  `meta`) as NIfTI in the SOURCE image's grid and affine, so it overlays the
+  original scan in 3D Slicer / ITK-SNAP. Atomic (tmp file then rename)."""
+  arr = to_source_grid(pred, meta)
+  dtype = np.uint8 if arr.size == 0 or (arr.min() >= 0 and arr.max() < 256) else np.int16
+  affine = np.asarray(meta["source_affine"], float)
+  header = None
+  src = Path(meta.get("path", ""))
+  if src.is_file():
+    header = nib.load(str(src)).header.copy()
+  img = nib.Nifti1Image(arr.astype(dtype), affine, header=header)
+  img.set_data_dtype(dtype)
+  img.header.set_slope_inter(1, 0)
+  img.set_qform(affine, code=1)
+  img.set_sform(affine, code=1)
+  return atomic_save(img, out_path)
 
 
 def atomic_save(img: nib.Nifti1Image, out_path: str | os.PathLike) -> Path:
-    """nib.save to a temporary file in the same folder, then os.replace."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(out_path.suffixes[-2:]) if out_path.name.endswith(".nii.gz") else out_path.suffix
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_path.parent, prefix=".tmp_")
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return out_path
+  """nib.save to a temporary file in the same folder, then os.replace."""
+  out_path = Path(out_path)
+  out_path.parent.mkdir(parents=True, exist_ok=True)
+  suffix = "".join(out_path.suffixes[-2:]) if out_path.name.endswith(".nii.gz") else out_path.suffix
+  fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_path.parent, prefix=".tmp_")
+  os.close(fd)
+  try:
+    nib.save(img, tmp)
+    os.replace(tmp, out_path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return out_path

@@ -1,18 +1,51 @@
 """Engine: loss, sharded train step and stage loop, sliding-window inference, the
 scoring pass, evaluation and checkpoints."""
+
 from assft_jax.engine.checkpoint import latest_step, restore_state, save_state
 from assft_jax.engine.evaluate import dice_per_class, evaluate, summarize, write_prediction
-from assft_jax.engine.infer import (importance_map, sliding_window, sliding_window_predict,
-                                    window_starts)
+from assft_jax.engine.infer import (
+  importance_map,
+  sliding_window,
+  sliding_window_predict,
+  window_starts,
+)
 from assft_jax.engine.losses import dice_ce_loss, hard_dice
 from assft_jax.engine.score import embed0, iter_predictions, predict_labels, score_pass
-from assft_jax.engine.train import (TrainingDiverged, create_state, fine_tune, make_mesh,
-                                    make_optimizer, make_train_step, shard_batch,
-                                    variables_of)
+from assft_jax.engine.train import (
+  TrainingDiverged,
+  create_state,
+  fine_tune,
+  make_mesh,
+  make_optimizer,
+  make_train_step,
+  shard_batch,
+  variables_of,
+)
 
-__all__ = ["TrainingDiverged", "create_state", "dice_ce_loss", "dice_per_class", "embed0", "evaluate",
-           "fine_tune", "hard_dice", "importance_map", "iter_predictions", "latest_step",
-           "make_mesh", "make_optimizer", "make_train_step", "predict_labels",
-           "restore_state", "save_state", "score_pass", "shard_batch", "sliding_window",
-           "sliding_window_predict", "summarize", "variables_of", "window_starts",
-           "write_prediction"]
+__all__ = [
+  "TrainingDiverged",
+  "create_state",
+  "dice_ce_loss",
+  "dice_per_class",
+  "embed0",
+  "evaluate",
+  "fine_tune",
+  "hard_dice",
+  "importance_map",
+  "iter_predictions",
+  "latest_step",
+  "make_mesh",
+  "make_optimizer",
+  "make_train_step",
+  "predict_labels",
+  "restore_state",
+  "save_state",
+  "score_pass",
+  "shard_batch",
+  "sliding_window",
+  "sliding_window_predict",
+  "summarize",
+  "variables_of",
+  "window_starts",
+  "write_prediction",
+]

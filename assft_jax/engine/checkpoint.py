@@ -4,6 +4,7 @@
 renames it when complete, so a crash mid-save never leaves a half checkpoint that
 `restore_state` would pick up (atomic). Arrays are stored bit-exactly.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,14 +17,18 @@ import orbax.checkpoint as ocp
 State = dict[str, Any]
 
 
-def _manager(directory: str | os.PathLike, max_to_keep: int | None = 2
-             ) -> ocp.CheckpointManager:
+def _manager(directory: str | os.PathLike, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
   opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
   return ocp.CheckpointManager(Path(directory).absolute(), options=opts)
 
 
-def save_state(directory: str | os.PathLike, state: State, *, step: int | None = None,
-               max_to_keep: int | None = 2) -> int:
+def save_state(
+  directory: str | os.PathLike,
+  state: State,
+  *,
+  step: int | None = None,
+  max_to_keep: int | None = 2,
+) -> int:
   """Saves `state` as checkpoint `step` (default int(state["step"])) under `directory`,
   replacing an existing checkpoint of that step; keeps the newest `max_to_keep`.
   Blocks until written. Returns the step."""
@@ -44,8 +49,9 @@ def latest_step(directory: str | os.PathLike) -> int | None:
     return mngr.latest_step()
 
 
-def restore_state(directory: str | os.PathLike, target: State | None = None, *,
-                  step: int | None = None) -> State:
+def restore_state(
+  directory: str | os.PathLike, target: State | None = None, *, step: int | None = None
+) -> State:
   """Restores checkpoint `step` (default the latest) from `directory`.
 
   target: a state of the same structure (e.g. `create_state(...)`): the result then has

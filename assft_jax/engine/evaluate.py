@@ -6,12 +6,14 @@ The case score is the mean over its remaining classes; the report gives mean ± 
 cases (SD with ddof=1, the sample SD; 0 for a single case) and the per-class means.
 Predictions can be written as NIfTI in the source geometry (`data.io.save_prediction`).
 """
+
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from flax import linen as nn
@@ -33,13 +35,15 @@ def dice_per_class(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.
   return out
 
 
-def summarize(per_class: np.ndarray, ids: Sequence[str],
-              class_names: Sequence[str] | None = None) -> dict[str, Any]:
+def summarize(
+  per_class: np.ndarray, ids: Sequence[str], class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
   """per_class [N, C-1] (NaN = excluded) -> the report dict (JSON-able)."""
   per_class = np.asarray(per_class, float).reshape(len(ids), -1)
   n_cls = per_class.shape[1]
-  names = list(class_names)[1:] if class_names is not None else [
-      f"class{c}" for c in range(1, n_cls + 1)]
+  names = (
+    list(class_names)[1:] if class_names is not None else [f"class{c}" for c in range(1, n_cls + 1)]
+  )
   with warnings.catch_warnings():  # all-NaN rows/columns stay NaN, silently
     warnings.simplefilter("ignore", RuntimeWarning)
     case_mean = np.nanmean(per_class, axis=1)
@@ -47,11 +51,14 @@ def summarize(per_class: np.ndarray, ids: Sequence[str],
   scored = case_mean[~np.isnan(case_mean)]
   sd = float(np.std(scored, ddof=1)) if len(scored) > 1 else 0.0
   return {
-      "mean": float(scored.mean()) if len(scored) else float("nan"), "sd": sd,
-      "n_cases": int(len(scored)),
-      "per_class": {n: _f(v) for n, v in zip(names, cls_mean)},
-      "per_case": {cid: {"mean": _f(m), "dice": {n: _f(v) for n, v in zip(names, row)}}
-                   for cid, m, row in zip(ids, case_mean, per_class)},
+    "mean": float(scored.mean()) if len(scored) else float("nan"),
+    "sd": sd,
+    "n_cases": int(len(scored)),
+    "per_class": {n: _f(v) for n, v in zip(names, cls_mean)},
+    "per_case": {
+      cid: {"mean": _f(m), "dice": {n: _f(v) for n, v in zip(names, row)}}
+      for cid, m, row in zip(ids, case_mean, per_class)
+    },
   }
 
 
@@ -59,31 +66,48 @@ def _f(v: float) -> float | None:
   return None if np.isnan(v) else float(v)
 
 
-def evaluate(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
-             ids: Sequence[str], *, roi: int | Sequence[int], num_classes: int,
-             class_names: Sequence[str] | None = None,
-             out_dir: str | os.PathLike | None = None, overlap: float = 0.5,
-             mode: str = "gaussian", sw_batch_size: int = 4) -> dict[str, Any]:
+def evaluate(
+  module: nn.Module,
+  variables: Any,
+  volumes: Mapping[str, Any],
+  ids: Sequence[str],
+  *,
+  roi: int | Sequence[int],
+  num_classes: int,
+  class_names: Sequence[str] | None = None,
+  out_dir: str | os.PathLike | None = None,
+  overlap: float = 0.5,
+  mode: str = "gaussian",
+  sw_batch_size: int = 4,
+) -> dict[str, Any]:
   """Sliding-window predictions of `ids` (volumes with labels) scored by `summarize`.
 
   With out_dir, writes `<out_dir>/<id>.nii.gz` in the source grid (needs Volume.meta).
   """
   rows = []
-  for cid, pred in iter_predictions(module, variables, volumes, ids, roi=roi,
-                                    overlap=overlap, mode=mode, sw_batch_size=sw_batch_size):
+  for cid, pred in iter_predictions(
+    module,
+    variables,
+    volumes,
+    ids,
+    roi=roi,
+    overlap=overlap,
+    mode=mode,
+    sw_batch_size=sw_batch_size,
+  ):
     vol = volumes[cid]
     if getattr(vol, "label", None) is None:
       raise ValueError(f"case {cid!r} has no label to evaluate against")
     rows.append(dice_per_class(pred, vol.label, num_classes))
     if out_dir is not None:
       write_prediction(pred, vol, Path(out_dir) / f"{cid}.nii.gz")
-  return summarize(np.stack(rows) if rows else np.zeros((0, num_classes - 1)), ids,
-                   class_names)
+  return summarize(np.stack(rows) if rows else np.zeros((0, num_classes - 1)), ids, class_names)
 
 
 def write_prediction(pred: np.ndarray, volume: Any, path: str | os.PathLike) -> Path:
   """Labels [D, H, W] in the preprocessed grid -> NIfTI in the source geometry."""
   from assft_jax.data.io import save_prediction
+
   meta = getattr(volume, "meta", None)
   if not meta:
     raise ValueError(f"{path}: the volume has no meta (source geometry) to write NIfTI")

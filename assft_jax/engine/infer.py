@@ -18,11 +18,13 @@ batches of min(sw_batch_size, n_windows) (the last batch is filled with repeats 
 last window, which get weight 0), so the forward compiles once per roi and batch size. Window gathering and the
 weighted accumulation are jitted too and stay on the device.
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +63,9 @@ def window_starts(size: Sequence[int], roi: Sequence[int], overlap: float) -> np
   return np.stack([g.ravel() for g in grid], axis=1).astype(np.int32)
 
 
-def importance_map(roi: Sequence[int], mode: str = "gaussian",
-                   sigma_scale: float = 0.125) -> np.ndarray:
+def importance_map(
+  roi: Sequence[int], mode: str = "gaussian", sigma_scale: float = 0.125
+) -> np.ndarray:
   """[*roi] float32 blending weights (MONAI `compute_importance_map`)."""
   if mode == "constant":
     return np.ones(tuple(roi), np.float32)
@@ -71,7 +74,7 @@ def importance_map(roi: Sequence[int], mode: str = "gaussian",
   w = None
   for r in roi:
     x = np.arange(-(r - 1) / 2.0, (r - 1) / 2.0 + 1, dtype=np.float32)
-    g = np.exp(x ** 2 / np.float32(-2 * (r * sigma_scale) ** 2)).astype(np.float32)
+    g = np.exp(x**2 / np.float32(-2 * (r * sigma_scale) ** 2)).astype(np.float32)
     w = g if w is None else w[..., None] * g
   return np.maximum(w, max(float(w.min()), 1e-3)).astype(np.float32)
 
@@ -84,8 +87,9 @@ def _gather(image: jax.Array, starts: jax.Array, roi: tuple[int, int, int]) -> j
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def _accumulate(acc: jax.Array, logits: jax.Array, starts: jax.Array, weight: jax.Array,
-                valid: jax.Array) -> jax.Array:
+def _accumulate(
+  acc: jax.Array, logits: jax.Array, starts: jax.Array, weight: jax.Array, valid: jax.Array
+) -> jax.Array:
   """acc [D, H, W, C + 1] += w * [logits, 1] at each valid window (last channel = sum w)."""
   logits = logits.astype(jnp.float32)
   ones = jnp.ones(logits.shape[:-1] + (1,), jnp.float32)
@@ -106,11 +110,17 @@ def _finish(acc: jax.Array, crop: tuple[tuple[int, int], ...]) -> jax.Array:
   return out[tuple(slice(lo, lo + n) for lo, n in crop)]
 
 
-def sliding_window(window_fn: WindowFn, variables: Any, image: jax.Array | np.ndarray,
-                   roi: int | Sequence[int], *, overlap: float = 0.5,
-                   mode: str = "gaussian", sw_batch_size: int = 4,
-                   sigma_scale: float = 0.125
-                   ) -> tuple[jax.Array | None, dict[str, jax.Array]]:
+def sliding_window(
+  window_fn: WindowFn,
+  variables: Any,
+  image: jax.Array | np.ndarray,
+  roi: int | Sequence[int],
+  *,
+  overlap: float = 0.5,
+  mode: str = "gaussian",
+  sw_batch_size: int = 4,
+  sigma_scale: float = 0.125,
+) -> tuple[jax.Array | None, dict[str, jax.Array]]:
   """Runs `window_fn` over MONAI's windows of image [D, H, W, Cin].
 
   Returns (blended logits [D, H, W, C] float32 or None when window_fn returns None,
@@ -151,12 +161,26 @@ def _logits_windows(module: nn.Module, variables: Any, windows: jax.Array):
   return module.apply(variables, windows, train=False), {}
 
 
-def sliding_window_predict(module: nn.Module, variables: Any,
-                           image: jax.Array | np.ndarray, roi: int | Sequence[int],
-                           overlap: float = 0.5, mode: str = "gaussian",
-                           sw_batch_size: int = 4, sigma_scale: float = 0.125) -> jax.Array:
+def sliding_window_predict(
+  module: nn.Module,
+  variables: Any,
+  image: jax.Array | np.ndarray,
+  roi: int | Sequence[int],
+  overlap: float = 0.5,
+  mode: str = "gaussian",
+  sw_batch_size: int = 4,
+  sigma_scale: float = 0.125,
+) -> jax.Array:
   """Logits [D, H, W, C] float32 of `module` (eval mode) on image [D, H, W, Cin]."""
   fn = functools.partial(_logits_windows, module)
-  logits, _ = sliding_window(fn, variables, image, roi, overlap=overlap, mode=mode,
-                             sw_batch_size=sw_batch_size, sigma_scale=sigma_scale)
+  logits, _ = sliding_window(
+    fn,
+    variables,
+    image,
+    roi,
+    overlap=overlap,
+    mode=mode,
+    sw_batch_size=sw_batch_size,
+    sigma_scale=sigma_scale,
+  )
   return logits

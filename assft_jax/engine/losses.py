@@ -10,9 +10,10 @@ is what MONAI `DeepSupervisionLoss` does, and the level losses are weighted 1/2^
 (MONAI's "exp" mode) then normalised to sum 1, so the loss scale does not depend on
 dsdepth (MONAI leaves the weights unnormalised; only the scale differs).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,20 +29,20 @@ def nearest_exact_resize(labels: jax.Array, shape: Sequence[int]) -> jax.Array:
   for axis, (n_in, n_out) in enumerate(zip(labels.shape[1:], shape), start=1):
     if n_in == n_out:
       continue
-    idx = np.minimum(np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int32),
-                     n_in - 1)
+    idx = np.minimum(np.floor((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int32), n_in - 1)
     out = jnp.take(out, idx, axis=axis)
   return out
 
 
 def default_ds_weights(levels: int) -> tuple[float, ...]:
   """1/2^i for i < levels (floored at 1/16 like MONAI), normalised to sum 1."""
-  w = np.array([max(0.5 ** i, 0.0625) for i in range(levels)])
+  w = np.array([max(0.5**i, 0.0625) for i in range(levels)])
   return tuple(float(x) for x in w / w.sum())
 
 
-def _dice_ce_single(logits: jax.Array, labels: jax.Array, num_classes: int,
-                    ignore_index: int | None) -> tuple[jax.Array, jax.Array]:
+def _dice_ce_single(
+  logits: jax.Array, labels: jax.Array, num_classes: int, ignore_index: int | None
+) -> tuple[jax.Array, jax.Array]:
   """(Dice loss, CE loss) of one output. logits [B, *S, C], labels [B, *S] int."""
   logits = logits.astype(jnp.float32)
   b = logits.shape[0]
@@ -67,8 +68,9 @@ def _dice_ce_single(logits: jax.Array, labels: jax.Array, num_classes: int,
   return dice.mean(), ce
 
 
-def hard_dice(logits: jax.Array, labels: jax.Array, num_classes: int,
-              ignore_index: int | None = None) -> jax.Array:
+def hard_dice(
+  logits: jax.Array, labels: jax.Array, num_classes: int, ignore_index: int | None = None
+) -> jax.Array:
   """Dice of argmax(logits) on the whole batch, mean over the foreground classes present
   in the labels or the prediction (1.0 when none is). logits [B, *S, C]; returns []."""
   pred = jnp.argmax(logits, axis=-1)
@@ -85,10 +87,13 @@ def hard_dice(logits: jax.Array, labels: jax.Array, num_classes: int,
   return jnp.where(n > 0, per_class.sum() / jnp.maximum(n, 1), 1.0)
 
 
-def dice_ce_loss(logits: jax.Array | Sequence[jax.Array], labels: jax.Array,
-                 num_classes: int, ignore_index: int | None = None,
-                 ds_weights: Sequence[float] | None = None
-                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def dice_ce_loss(
+  logits: jax.Array | Sequence[jax.Array],
+  labels: jax.Array,
+  num_classes: int,
+  ignore_index: int | None = None,
+  ds_weights: Sequence[float] | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Dice + CE loss and metrics.
 
   logits: [B, D, H, W, C] (any dtype; computed in float32), or a list of such at
@@ -104,13 +109,18 @@ def dice_ce_loss(logits: jax.Array | Sequence[jax.Array], labels: jax.Array,
   if len(ds_weights) < len(outs):
     raise ValueError(f"ds_weights has {len(ds_weights)} entries for {len(outs)} outputs")
   if outs[0].shape[:-1] != labels.shape or outs[0].shape[-1] != num_classes:
-    raise ValueError(f"logits {outs[0].shape} do not match labels {labels.shape} with "
-                     f"num_classes={num_classes}")
+    raise ValueError(
+      f"logits {outs[0].shape} do not match labels {labels.shape} with num_classes={num_classes}"
+    )
   total = dice_t = ce_t = 0.0
   for w, out in zip(ds_weights, outs):
     lab = nearest_exact_resize(labels, out.shape[1:-1])
     d, c = _dice_ce_single(out, lab, num_classes, ignore_index)
     total, dice_t, ce_t = total + w * (d + c), dice_t + w * d, ce_t + w * c
-  metrics = {"loss": total, "dice_loss": dice_t, "ce": ce_t,
-             "dice": hard_dice(outs[0], labels, num_classes, ignore_index)}
+  metrics = {
+    "loss": total,
+    "dice_loss": dice_t,
+    "ce": ce_t,
+    "dice": hard_dice(outs[0], labels, num_classes, ignore_index),
+  }
   return total, metrics

@@ -14,13 +14,15 @@ E(0) embeddings (the pre-trained encoder, never fine-tuned) are computed once pe
 and cached as `<emb0_cache>/<case id>.npz` {emb, fingerprint}; the fingerprint hashes
 the pre-trained variables, roi and overlap so a stale cache is recomputed, not reused.
 """
+
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -106,10 +108,10 @@ def _emb0(module, variables, image, cache: Emb0Cache, cid: str, sw: dict) -> np.
   if hit is not None:
     return hit
   if variables is None:
-    raise ValueError(f"no cached E(0) embedding for case {cid!r} and no emb0_variables "
-                     f"to compute it")
-  _, ex = sliding_window(functools.partial(_encoder_windows, module), variables, image,
-                         **sw)
+    raise ValueError(
+      f"no cached E(0) embedding for case {cid!r} and no emb0_variables to compute it"
+    )
+  _, ex = sliding_window(functools.partial(_encoder_windows, module), variables, image, **sw)
   emb = np.asarray(ex["emb"]).mean(axis=0)
   cache.put(cid, emb)
   return emb
@@ -120,24 +122,42 @@ def _emb0_cache(variables: Any, directory, sw: dict) -> Emb0Cache:
   return Emb0Cache(directory, key)
 
 
-def embed0(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
-           ids: Sequence[str], *, roi: int | Sequence[int],
-           cache: str | os.PathLike | None = None, overlap: float = 0.5,
-           mode: str = "gaussian", sw_batch_size: int = 4) -> np.ndarray:
+def embed0(
+  module: nn.Module,
+  variables: Any,
+  volumes: Mapping[str, Any],
+  ids: Sequence[str],
+  *,
+  roi: int | Sequence[int],
+  cache: str | os.PathLike | None = None,
+  overlap: float = 0.5,
+  mode: str = "gaussian",
+  sw_batch_size: int = 4,
+) -> np.ndarray:
   """E(0) embeddings [N, F] of `ids`: the encoder alone, through the same cache (and
   cache key) as `score_pass`'s "emb_0", so a later scoring pass reads them back."""
   sw = dict(roi=_triple(roi), overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
   c = _emb0_cache(variables, cache, sw)
-  return np.stack([_emb0(module, variables, image_of(volumes[cid]), c, cid, sw)
-                   for cid in ids])
+  return np.stack([_emb0(module, variables, image_of(volumes[cid]), c, cid, sw) for cid in ids])
 
 
-def score_pass(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
-               ids: Sequence[str], *, roi: int | Sequence[int], r: int, R: int,
-               emb0_variables: Any = None, emb0_cache: str | os.PathLike | None = None,
-               emb0_module: nn.Module | None = None, overlap: float = 0.5,
-               mode: str = "gaussian", sw_batch_size: int = 4,
-               progress: bool = False) -> dict[str, Any]:
+def score_pass(
+  module: nn.Module,
+  variables: Any,
+  volumes: Mapping[str, Any],
+  ids: Sequence[str],
+  *,
+  roi: int | Sequence[int],
+  r: int,
+  R: int,
+  emb0_variables: Any = None,
+  emb0_cache: str | os.PathLike | None = None,
+  emb0_module: nn.Module | None = None,
+  overlap: float = 0.5,
+  mode: str = "gaussian",
+  sw_batch_size: int = 4,
+  progress: bool = False,
+) -> dict[str, Any]:
   """Per-case statistics of `ids` (see the module docstring).
 
   volumes: id -> `data.Volume` or image [D, H, W, Cin]. r, R: round and number of
@@ -160,8 +180,11 @@ def score_pass(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
     stats = reduce_case_stats(probs[None], r, R)
     del probs, logits  # only one case's probability map is ever alive
     row = {k: np.asarray(v)[0] for k, v in stats.items()}
-    row.update(fg_volume=int(fg), emb_r=np.asarray(ex["emb"]).mean(axis=0),
-               badge=np.asarray(ex["badge"]).mean(axis=0))
+    row.update(
+      fg_volume=int(fg),
+      emb_r=np.asarray(ex["emb"]).mean(axis=0),
+      badge=np.asarray(ex["badge"]).mean(axis=0),
+    )
     if want_emb0:
       row["emb_0"] = _emb0(emb0_module or module, emb0_variables, image, cache, cid, sw)
     for k, v in row.items():
@@ -171,22 +194,55 @@ def score_pass(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
   return out
 
 
-def iter_predictions(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
-                     ids: Sequence[str], *, roi: int | Sequence[int], overlap: float = 0.5,
-                     mode: str = "gaussian", sw_batch_size: int = 4
-                     ) -> Iterator[tuple[str, np.ndarray]]:
+def iter_predictions(
+  module: nn.Module,
+  variables: Any,
+  volumes: Mapping[str, Any],
+  ids: Sequence[str],
+  *,
+  roi: int | Sequence[int],
+  overlap: float = 0.5,
+  mode: str = "gaussian",
+  sw_batch_size: int = 4,
+) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (id, argmax labels [D, H, W] int32), one case at a time."""
   from assft_jax.engine.infer import sliding_window_predict
+
   for cid in ids:
-    logits = sliding_window_predict(module, variables, image_of(volumes[cid]), roi,
-                                    overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
+    logits = sliding_window_predict(
+      module,
+      variables,
+      image_of(volumes[cid]),
+      roi,
+      overlap=overlap,
+      mode=mode,
+      sw_batch_size=sw_batch_size,
+    )
     yield cid, np.asarray(jnp.argmax(logits, axis=-1).astype(jnp.int32))
 
 
-def predict_labels(module: nn.Module, variables: Any, volumes: Mapping[str, Any],
-                   ids: Sequence[str], *, roi: int | Sequence[int], overlap: float = 0.5,
-                   mode: str = "gaussian", sw_batch_size: int = 4) -> dict[str, np.ndarray]:
+def predict_labels(
+  module: nn.Module,
+  variables: Any,
+  volumes: Mapping[str, Any],
+  ids: Sequence[str],
+  *,
+  roi: int | Sequence[int],
+  overlap: float = 0.5,
+  mode: str = "gaussian",
+  sw_batch_size: int = 4,
+) -> dict[str, np.ndarray]:
   """{id: argmax labels [D, H, W] int32}: the pseudo-labels of `ids` (DESIGN §2: hard
   argmax of the current model)."""
-  return dict(iter_predictions(module, variables, volumes, ids, roi=roi, overlap=overlap,
-                               mode=mode, sw_batch_size=sw_batch_size))
+  return dict(
+    iter_predictions(
+      module,
+      variables,
+      volumes,
+      ids,
+      roi=roi,
+      overlap=overlap,
+      mode=mode,
+      sw_batch_size=sw_batch_size,
+    )
+  )

@@ -11,48 +11,59 @@ Multi-host: call `jax.distributed.initialize()` first in every process; `make_me
 then spans all global devices, and each process feeds its own slice of the global batch
 (`shard_batch` builds the global array with `jax.make_array_from_process_local_data`).
 """
+
 from __future__ import annotations
 
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from assft_jax.engine.losses import dice_ce_loss
+from assft_jax.errors import AssftError
 
 State = dict[str, Any]
 StepFn = Callable[[State, Mapping[str, Any], jax.Array], tuple[State, dict]]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(AssftError, RuntimeError):
   """A non-finite loss or gradient. `.state` is the last good state (the step that
   diverged was not applied), `.round`, `.step` (global step that failed), `.epoch`."""
 
-  def __init__(self, state: State, round_: int | None, step: int, epoch: int,
-               metrics: Mapping[str, float]):
+  def __init__(
+    self, state: State, round_: int | None, step: int, epoch: int, metrics: Mapping[str, float]
+  ):
     self.state, self.round, self.step, self.epoch = state, round_, step, epoch
     self.metrics = dict(metrics)
     super().__init__(
-        f"training diverged: non-finite loss={metrics.get('loss')} / "
-        f"grad_norm={metrics.get('grad_norm')} at round {round_}, step {step} "
-        f"(epoch {epoch}); the update was not applied and the last good state is "
-        f"kept in this exception's .state")
+      f"training diverged: non-finite loss={metrics.get('loss')} / "
+      f"grad_norm={metrics.get('grad_norm')} at round {round_}, step {step} "
+      f"(epoch {epoch}); the update was not applied and the last good state is "
+      f"kept in this exception's .state"
+    )
 
 
 # ---- optimizer and state -------------------------------------------------------------
 
-def make_optimizer(lr: float = 1e-4, total_steps: int | None = None,
-                   weight_decay: float = 1e-5, power: float = 0.9,
-                   clip_norm: float | None = None) -> optax.GradientTransformation:
+
+def make_optimizer(
+  lr: float = 1e-4,
+  total_steps: int | None = None,
+  weight_decay: float = 1e-5,
+  power: float = 0.9,
+  clip_norm: float | None = None,
+) -> optax.GradientTransformation:
   """AdamW with the paper's polynomial decay lr * (1 - t/total_steps)^power to 0.
 
   total_steps None keeps lr constant. clip_norm clips the global gradient norm first.
@@ -66,8 +77,9 @@ def make_optimizer(lr: float = 1e-4, total_steps: int | None = None,
   return tx
 
 
-def create_state(module: nn.Module, variables: Mapping[str, Any],
-                 tx: optax.GradientTransformation) -> State:
+def create_state(
+  module: nn.Module, variables: Mapping[str, Any], tx: optax.GradientTransformation
+) -> State:
   """{"params", "batch_stats" ({} without BatchNorm), "opt_state", "step": int32 0}.
 
   The arrays are copies: the train step donates the state, and the caller's
@@ -75,9 +87,12 @@ def create_state(module: nn.Module, variables: Mapping[str, Any],
   """
   del module  # the state does not depend on it; kept for the contract's signature
   params = jax.tree.map(jnp.copy, variables["params"])
-  return {"params": params,
-          "batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
-          "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+  return {
+    "params": params,
+    "batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
+    "opt_state": tx.init(params),
+    "step": jnp.zeros((), jnp.int32),
+  }
 
 
 def variables_of(state: State) -> dict:
@@ -89,6 +104,7 @@ def variables_of(state: State) -> dict:
 
 
 # ---- mesh and sharding ---------------------------------------------------------------
+
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   """1-D mesh with axis "data" over `devices` (default: all global devices)."""
@@ -107,10 +123,15 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict:
       out[k] = v
       continue
     if np.shape(v)[0] % max(n, 1):
-      raise ValueError(f"batch[{k!r}] has batch size {np.shape(v)[0]}, not divisible by "
-                       f"the {n} local devices of the 'data' mesh axis")
-    out[k] = (jax.make_array_from_process_local_data(sh, np.asarray(v))
-              if jax.process_count() > 1 else jax.device_put(v, sh))
+      raise ValueError(
+        f"batch[{k!r}] has batch size {np.shape(v)[0]}, not divisible by "
+        f"the {n} local devices of the 'data' mesh axis"
+      )
+    out[k] = (
+      jax.make_array_from_process_local_data(sh, np.asarray(v))
+      if jax.process_count() > 1
+      else jax.device_put(v, sh)
+    )
   return out
 
 
@@ -120,8 +141,9 @@ def _compute_module(module: nn.Module, precision: str) -> nn.Module:
   if precision != "bf16":
     raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
   if not hasattr(module, "dtype"):
-    raise ValueError(f"precision='bf16' needs a module with a `dtype` field, got "
-                     f"{type(module).__name__}")
+    raise ValueError(
+      f"precision='bf16' needs a module with a `dtype` field, got {type(module).__name__}"
+    )
   # params stay float32 (param_dtype); convs/activations run in bfloat16, BN stats and
   # the loss in float32.
   return module.clone(dtype=jnp.bfloat16)
@@ -129,10 +151,18 @@ def _compute_module(module: nn.Module, precision: str) -> nn.Module:
 
 # ---- the train step ------------------------------------------------------------------
 
-def make_train_step(module: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
-                    num_classes: int, *, precision: str = "fp32",
-                    ds_weights: Sequence[float] | None = None,
-                    augment_cfg: Any = None, ignore_index: int | None = None) -> StepFn:
+
+def make_train_step(
+  module: nn.Module,
+  tx: optax.GradientTransformation,
+  mesh: Mesh,
+  num_classes: int,
+  *,
+  precision: str = "fp32",
+  ds_weights: Sequence[float] | None = None,
+  augment_cfg: Any = None,
+  ignore_index: int | None = None,
+) -> StepFn:
   """step(state, batch, rng) -> (state, metrics).
 
   batch: {"image": [B, D, H, W, Cin] f32, "label": [B, D, H, W] int} on the host or
@@ -149,6 +179,7 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, mesh: M
   augment = None
   if augment_cfg is not None:
     from assft_jax.data.augment import augment_batch
+
     augment = augment_batch
 
   def loss_fn(params, batch_stats, image, label):
@@ -165,11 +196,16 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, mesh: M
     if augment is not None:
       image, label = augment(rng, image, label, augment_cfg)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (metrics, batch_stats)), grads = grad_fn(state["params"], state["batch_stats"],
-                                                    image, label)
+    (loss, (metrics, batch_stats)), grads = grad_fn(
+      state["params"], state["batch_stats"], image, label
+    )
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    new = {"params": optax.apply_updates(state["params"], updates),
-           "batch_stats": batch_stats, "opt_state": opt_state, "step": state["step"] + 1}
+    new = {
+      "params": optax.apply_updates(state["params"], updates),
+      "batch_stats": batch_stats,
+      "opt_state": opt_state,
+      "step": state["step"] + 1,
+    }
     gnorm = optax.global_norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     # a diverged step is not applied: the returned state stays the last good one even
@@ -177,8 +213,9 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, mesh: M
     new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
     return new, dict(metrics, grad_norm=gnorm, finite=ok)
 
-  jitted = jax.jit(_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                   donate_argnums=(0,))
+  jitted = jax.jit(
+    _step, in_shardings=(repl, data, repl), out_shardings=(repl, repl), donate_argnums=(0,)
+  )
 
   def step(state: State, batch: Mapping[str, Any], rng: jax.Array):
     state = jax.device_put(state, repl)
@@ -191,17 +228,27 @@ def make_train_step(module: nn.Module, tx: optax.GradientTransformation, mesh: M
 
 # ---- the stage loop ------------------------------------------------------------------
 
+
 def _append_jsonl(path: Path, record: dict) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   with open(path, "a") as f:
     f.write(json.dumps(record) + "\n")
 
 
-def fine_tune(state: State, step: StepFn, loader: Iterable[Mapping[str, Any]],
-              epochs: int, steps_per_epoch: int, rng: jax.Array, *,
-              round_: int | None = None, log_path: str | os.PathLike | None = None,
-              desc: str = "", checkpoint_dir: str | os.PathLike | None = None,
-              progress: bool = True) -> tuple[State, list[dict]]:
+def fine_tune(
+  state: State,
+  step: StepFn,
+  loader: Iterable[Mapping[str, Any]],
+  epochs: int,
+  steps_per_epoch: int,
+  rng: jax.Array,
+  *,
+  round_: int | None = None,
+  log_path: str | os.PathLike | None = None,
+  desc: str = "",
+  checkpoint_dir: str | os.PathLike | None = None,
+  progress: bool = True,
+) -> tuple[State, list[dict]]:
   """Runs `epochs * steps_per_epoch` steps drawing batches from `loader`.
 
   Returns (state, history): one record per epoch {round, epoch, step, loss, dice_loss,
@@ -211,11 +258,16 @@ def fine_tune(state: State, step: StepFn, loader: Iterable[Mapping[str, Any]],
   saved instead and TrainingDiverged is raised (its `.state` is that state).
   """
   from assft_jax.engine.checkpoint import save_state
+
   it = iter(loader)
   history: list[dict] = []
   log = Path(log_path) if log_path else None
-  bar = tqdm(total=epochs * steps_per_epoch, desc=desc or f"round {round_}",
-             disable=not progress, leave=False)
+  bar = tqdm(
+    total=epochs * steps_per_epoch,
+    desc=desc or f"round {round_}",
+    disable=not progress,
+    leave=False,
+  )
   try:
     for epoch in range(epochs):
       sums: dict[str, float] = defaultdict(float)
@@ -223,15 +275,18 @@ def fine_tune(state: State, step: StepFn, loader: Iterable[Mapping[str, Any]],
         before = int(state["step"])
         batch = next(it, None)
         if batch is None:
-          raise ValueError(f"fine_tune: the loader ran out at epoch {epoch}, step {i}; it "
-                           f"must yield epochs * steps_per_epoch = "
-                           f"{epochs * steps_per_epoch} batches")
+          raise ValueError(
+            f"fine_tune: the loader ran out at epoch {epoch}, step {i}; it "
+            f"must yield epochs * steps_per_epoch = "
+            f"{epochs * steps_per_epoch} batches"
+          )
         state, metrics = step(state, batch, rng)
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not m.pop("finite"):
           if log is not None:
-            _append_jsonl(log, {"round": round_, "epoch": epoch, "step": before,
-                                "diverged": True, **m})
+            _append_jsonl(
+              log, {"round": round_, "epoch": epoch, "step": before, "diverged": True, **m}
+            )
           if checkpoint_dir is not None:
             save_state(checkpoint_dir, state)
           raise TrainingDiverged(state, round_, before, epoch, m)
@@ -239,9 +294,13 @@ def fine_tune(state: State, step: StepFn, loader: Iterable[Mapping[str, Any]],
           sums[k] += v
         bar.update(1)
         bar.set_postfix(loss=f"{m['loss']:.4f}", dice=f"{m['dice']:.3f}")
-      rec = {"round": round_, "epoch": epoch, "step": int(state["step"]),
-             **{k: v / steps_per_epoch for k, v in sums.items()},
-             "compiles": _compiles(step)}
+      rec = {
+        "round": round_,
+        "epoch": epoch,
+        "step": int(state["step"]),
+        **{k: v / steps_per_epoch for k, v in sums.items()},
+        "compiles": _compiles(step),
+      }
       history.append(rec)
       if log is not None:
         _append_jsonl(log, rec)

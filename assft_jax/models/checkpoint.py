@@ -5,30 +5,33 @@ read only by `load_pretrained`. model.json is `model_config(module)`:
 `{"arch": "segresnet"|"encoder", "init_filters", "in_channels", "blocks_down", "norm",
 "conv_impl", "dtype", "remat"[, "out_channels", "dsdepth", "blocks_up"]}`.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 
-from assft_jax.models.segresnet import (SegResNetDS, abstract_variables, build_model,
-                                        init_variables)
+from assft_jax.errors import AssftError
+from assft_jax.models.segresnet import SegResNetDS, abstract_variables, build_model, init_variables
 
 
-class CheckpointError(ValueError):
+class CheckpointError(AssftError, ValueError):
   """A pretrained directory that cannot be read (names the path and what is wrong)."""
 
 
-def save_pretrained(directory: str | os.PathLike, config: Mapping[str, Any],
-                    variables: Mapping) -> Path:
+def save_pretrained(
+  directory: str | os.PathLike, config: Mapping[str, Any], variables: Mapping
+) -> Path:
   """Writes `variables` ({"params", "batch_stats"?}) and `config` to `directory`.
 
   Atomic: everything goes to a sibling temp dir that is renamed into place at the end,
@@ -36,8 +39,11 @@ def save_pretrained(directory: str | os.PathLike, config: Mapping[str, Any],
   """
   directory = Path(directory).absolute()
   directory.parent.mkdir(parents=True, exist_ok=True)
-  tree = {k: jax.tree.map(np.asarray, dict(variables[k]))
-          for k in ("params", "batch_stats") if k in variables}
+  tree = {
+    k: jax.tree.map(np.asarray, dict(variables[k]))
+    for k in ("params", "batch_stats")
+    if k in variables
+  }
   tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
   try:
     ckptr = ocp.PyTreeCheckpointer()
@@ -68,31 +74,39 @@ def read_config(directory: str | os.PathLike) -> dict:
 
 
 def _restore(directory: Path, module: nn.Module) -> dict:
-  abstract = {k: v for k, v in abstract_variables(module).items()
-              if k in ("params", "batch_stats")}
+  abstract = {k: v for k, v in abstract_variables(module).items() if k in ("params", "batch_stats")}
   path = directory / "variables"
   if not path.exists():
     raise CheckpointError(f"{directory}: no 'variables' checkpoint next to model.json")
   try:
     restored = ocp.PyTreeCheckpointer().restore(
-        path, args=ocp.args.PyTreeRestore(
-            item=abstract,
-            restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                      abstract)))
+      path,
+      args=ocp.args.PyTreeRestore(
+        item=abstract,
+        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract),
+      ),
+    )
   except Exception as e:  # orbax raises many types; one clear message
-    raise CheckpointError(f"{directory}: checkpoint does not match model.json "
-                          f"({type(e).__name__}: {str(e)[:300]})") from None
-  bad = [f"{jax.tree_util.keystr(p)}: {np.shape(a)} != {b.shape}" for (p, a), b in zip(
-      jax.tree_util.tree_leaves_with_path(restored), jax.tree.leaves(abstract))
-         if tuple(np.shape(a)) != tuple(b.shape)]
+    raise CheckpointError(
+      f"{directory}: checkpoint does not match model.json ({type(e).__name__}: {str(e)[:300]})"
+    ) from None
+  bad = [
+    f"{jax.tree_util.keystr(p)}: {np.shape(a)} != {b.shape}"
+    for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(restored), jax.tree.leaves(abstract))
+    if tuple(np.shape(a)) != tuple(b.shape)
+  ]
   if bad:
     raise CheckpointError(f"{directory}: mis-shaped variables: {'; '.join(bad[:10])}")
   return jax.tree.map(jax.numpy.asarray, restored)
 
 
-def load_pretrained(directory: str | os.PathLike, *, out_channels: int | None = None,
-                    rng: jax.Array | None = None, conv_impl: str | None = None
-                    ) -> tuple[nn.Module, dict]:
+def load_pretrained(
+  directory: str | os.PathLike,
+  *,
+  out_channels: int | None = None,
+  rng: jax.Array | None = None,
+  conv_impl: str | None = None,
+) -> tuple[nn.Module, dict]:
   """(module, variables) from a directory written by save_pretrained / weights_port.
 
   - a full segresnet: as saved; if `out_channels` differs from the saved one, the
@@ -112,8 +126,9 @@ def load_pretrained(directory: str | os.PathLike, *, out_channels: int | None = 
   except (TypeError, ValueError) as e:
     raise CheckpointError(f"{directory}/model.json: bad model config ({e})") from None
   variables = _restore(directory, saved)
-  if out_channels is None or (isinstance(saved, SegResNetDS)
-                              and out_channels == saved.out_channels):
+  if out_channels is None or (
+    isinstance(saved, SegResNetDS) and out_channels == saved.out_channels
+  ):
     return saved, variables
   full_cfg = dict(cfg, arch="segresnet", out_channels=int(out_channels))
   module = build_model(full_cfg)

@@ -16,6 +16,7 @@ implementation used to apply it, so one set of weights serves both `conv_impl` v
 - `BatchNorm`: PyTorch BatchNorm3d (eps 1e-5, momentum 0.1, running_var updated with the
   *unbiased* batch variance, which `flax.linen.BatchNorm` does not do).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -65,7 +66,7 @@ def depth_to_space(x: jax.Array) -> jax.Array:
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
-  """"auto" -> "s2d" on CPU (XLA:CPU's strided/transposed conv paths are slow), else native."""
+  """ "auto" -> "s2d" on CPU (XLA:CPU's strided/transposed conv paths are slow), else native."""
   if conv_impl == "auto":
     return "s2d" if jax.default_backend() == "cpu" else "native"
   if conv_impl not in ("native", "s2d"):
@@ -82,17 +83,21 @@ def conv3d(x: jax.Array, kernel: jax.Array, padding, impl: str) -> jax.Array:
   kd x the input's memory for the stacked copy.
   """
   if impl == "native":
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), tuple(padding),
-                                        dimension_numbers=_DN)
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), tuple(padding), dimension_numbers=_DN)
   (p0, p1), hw_pad = padding[0], tuple(padding[1:])
   kd, kh, kw, cin, cout = kernel.shape
   b, d, h, w, _ = x.shape
   xp = jnp.pad(x, ((0, 0), (p0, p1), (0, 0), (0, 0), (0, 0))) if (p0 or p1) else x
   dout = d + p0 + p1 - kd + 1
-  xs = jnp.concatenate([xp[:, t:t + dout] for t in range(kd)], axis=-1) if kd > 1 else xp
+  xs = jnp.concatenate([xp[:, t : t + dout] for t in range(kd)], axis=-1) if kd > 1 else xp
   k2 = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kd * cin, cout)  # channels (t, c)
-  y = jax.lax.conv_general_dilated(xs.reshape(b * dout, h, w, kd * cin), k2, (1, 1), hw_pad,
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = jax.lax.conv_general_dilated(
+    xs.reshape(b * dout, h, w, kd * cin),
+    k2,
+    (1, 1),
+    hw_pad,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   return y.reshape(b, dout, *y.shape[1:])
 
 
@@ -108,6 +113,7 @@ class Conv3(nn.Module):
 
   Param "kernel" [3, 3, 3, I, O] (the same name and layout as flax.linen.Conv).
   """
+
   features: int
   conv_impl: str = "auto"
   dtype: Dtype = jnp.float32
@@ -120,6 +126,7 @@ class Conv3(nn.Module):
 
 class DownConv(nn.Module):
   """Stride-2 3x3x3 conv, pad 1, no bias: [B, D, H, W, I] -> [B, D/2, H/2, W/2, O]."""
+
   features: int
   conv_impl: str = "auto"
   dtype: Dtype = jnp.float32
@@ -129,14 +136,16 @@ class DownConv(nn.Module):
     cin = x.shape[-1]
     x, kernel = _kernel3(self, x)
     if resolve_conv_impl(self.conv_impl) == "native":
-      return jax.lax.conv_general_dilated(x, kernel, (2, 2, 2), ((1, 1),) * 3,
-                                          dimension_numbers=_DN)
+      return jax.lax.conv_general_dilated(
+        x, kernel, (2, 2, 2), ((1, 1),) * 3, dimension_numbers=_DN
+      )
     k2 = _phase_kernel(kernel, _DOWN_TAPS).reshape(2, 2, 2, 8 * cin, self.features)
     return conv3d(space_to_depth(x), k2, ((1, 0),) * 3, "s2d")
 
 
 class UpConv(nn.Module):
   """ConvTranspose3d(k=3, s=2, p=1, output_padding=1, no bias): [B,D,H,W,I] -> [B,2D,2H,2W,O]."""
+
   features: int
   conv_impl: str = "auto"
   dtype: Dtype = jnp.float32
@@ -148,9 +157,14 @@ class UpConv(nn.Module):
     if resolve_conv_impl(self.conv_impl) == "native":
       # transposed conv = correlation of the 2x-dilated input with the flipped kernel,
       # padded (k-1-p, k-1-p+output_padding) = (1, 2).
-      return jax.lax.conv_general_dilated(x, kernel[::-1, ::-1, ::-1], (1, 1, 1),
-                                          ((1, 2),) * 3, lhs_dilation=(2, 2, 2),
-                                          dimension_numbers=_DN)
+      return jax.lax.conv_general_dilated(
+        x,
+        kernel[::-1, ::-1, ::-1],
+        (1, 1, 1),
+        ((1, 2),) * 3,
+        lhs_dilation=(2, 2, 2),
+        dimension_numbers=_DN,
+      )
     k2 = _phase_kernel(kernel, _UP_TAPS)  # (t, r, I, O) -> (t, I, r, O)
     k2 = k2.transpose(0, 1, 2, 6, 3, 4, 5, 7).reshape(2, 2, 2, cin, 8 * self.features)
     return depth_to_space(conv3d(x, k2, ((0, 1),) * 3, "s2d"))
@@ -164,6 +178,7 @@ class BatchNorm(nn.Module):
   for `var`, exactly like torch. Statistics are computed in float32 whatever `dtype`.
   Under a sharded batch, the means are global (GSPMD), i.e. SyncBatchNorm semantics.
   """
+
   momentum: float = 0.1
   epsilon: float = 1e-5
   dtype: Dtype = jnp.float32
@@ -192,16 +207,22 @@ class BatchNorm(nn.Module):
 
 
 def make_norm(norm: str, channels: int, dtype: Dtype, name: str) -> nn.Module:
-  """"batch" (torch BatchNorm3d), "instance" (InstanceNorm3d, affine) or "group".
+  """ "batch" (torch BatchNorm3d), "instance" (InstanceNorm3d, affine) or "group".
 
   "group" uses gcd(8, channels) groups (MONAI SegResNet's 8 groups where they divide).
   """
   if norm == "batch":
     return BatchNorm(dtype=dtype, name=name)
   if norm == "instance":
-    return nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-5, dtype=dtype,
-                        use_fast_variance=False, name=name)
+    return nn.GroupNorm(
+      num_groups=None, group_size=1, epsilon=1e-5, dtype=dtype, use_fast_variance=False, name=name
+    )
   if norm == "group":
-    return nn.GroupNorm(num_groups=int(np.gcd(8, channels)), epsilon=1e-5, dtype=dtype,
-                        use_fast_variance=False, name=name)
+    return nn.GroupNorm(
+      num_groups=int(np.gcd(8, channels)),
+      epsilon=1e-5,
+      dtype=dtype,
+      use_fast_variance=False,
+      name=name,
+    )
   raise ValueError(f"norm must be 'batch', 'instance' or 'group', got {norm!r}")

@@ -10,9 +10,11 @@ weights_port/mapping.py):
 
 so the pre-trained encoder subtree is `variables[coll]["encoder"]` in both collections.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,15 +30,17 @@ def check_spatial(shape: Sequence[int], levels: int) -> None:
   """Raises ValueError unless D, H, W of `shape` [B, D, H, W, C] divide by 2^(levels-1)."""
   f = 2 ** (levels - 1)
   if len(shape) != 5:
-    raise ValueError(f"expected input [B, D, H, W, C] (channels-last 3D), got shape "
-                     f"{tuple(shape)}")
+    raise ValueError(f"expected input [B, D, H, W, C] (channels-last 3D), got shape {tuple(shape)}")
   if any(s % f for s in shape[1:4]):
-    raise ValueError(f"input spatial size {tuple(shape[1:4])} (shape {tuple(shape)}) must be "
-                     f"divisible by {f} = 2^(levels-1) for {levels} levels")
+    raise ValueError(
+      f"input spatial size {tuple(shape[1:4])} (shape {tuple(shape)}) must be "
+      f"divisible by {f} = 2^(levels-1) for {levels} levels"
+    )
 
 
 class SegResBlock(nn.Module):
   """Pre-activation residual block: x + conv2(relu(norm2(conv1(relu(norm1(x))))))."""
+
   norm: str = "batch"
   dtype: Dtype = jnp.float32
   conv_impl: str = "auto"
@@ -61,6 +65,7 @@ class EncoderLevel(nn.Module):
 
   Returns (skip [B, D, H, W, C], down [B, D/2, H/2, W/2, 2C] or None).
   """
+
   n_blocks: int
   downsample: bool
   norm: str = "batch"
@@ -82,6 +87,7 @@ class DecoderLevel(nn.Module):
 
   Returns (features [B, D, H, W, C], logits [B, D, H, W, out_channels] or None).
   """
+
   features: int
   n_blocks: int
   out_channels: int
@@ -98,8 +104,15 @@ class DecoderLevel(nn.Module):
       x = SegResBlock(self.norm, self.dtype, self.conv_impl, name=f"blocks_{j}")(x, train)
     logits = None
     if self.with_head:
-      logits = nn.Conv(self.out_channels, (1, 1, 1), use_bias=True, dtype=self.dtype,
-                       param_dtype=jnp.float32, kernel_init=he_init, name="head")(x)
+      logits = nn.Conv(
+        self.out_channels,
+        (1, 1, 1),
+        use_bias=True,
+        dtype=self.dtype,
+        param_dtype=jnp.float32,
+        kernel_init=he_init,
+        name="head",
+      )(x)
     return x, logits
 
 
@@ -113,6 +126,7 @@ def _maybe_remat(cls, remat: bool):
 class SegResEncoder(nn.Module):
   """MONAI SegResEncoder: x [B, D, H, W, Cin] -> list of `len(blocks_down)` maps,
   map i is [B, D/2^i, H/2^i, W/2^i, init_filters * 2^i]."""
+
   init_filters: int = 32
   in_channels: int = 1
   blocks_down: Sequence[int] = (1, 2, 2, 4, 4)
@@ -125,14 +139,18 @@ class SegResEncoder(nn.Module):
     self.conv_init = Conv3(self.init_filters, self.conv_impl, self.dtype, name="conv_init")
     level = _maybe_remat(EncoderLevel, self.remat)
     n = len(self.blocks_down)
-    self.layers = [level(nb, i < n - 1, self.norm, self.conv_impl, self.dtype)
-                   for i, nb in enumerate(self.blocks_down)]
+    self.layers = [
+      level(nb, i < n - 1, self.norm, self.conv_impl, self.dtype)
+      for i, nb in enumerate(self.blocks_down)
+    ]
 
   def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
     check_spatial(x.shape, len(self.blocks_down))
     if x.shape[-1] != self.in_channels:
-      raise ValueError(f"input has {x.shape[-1]} channels (shape {tuple(x.shape)}), the "
-                       f"model expects in_channels={self.in_channels}")
+      raise ValueError(
+        f"input has {x.shape[-1]} channels (shape {tuple(x.shape)}), the "
+        f"model expects in_channels={self.in_channels}"
+      )
     x = self.conv_init(x.astype(self.dtype))
     outputs = []
     for layer in self.layers:
@@ -151,6 +169,7 @@ class SegResNetDS(nn.Module):
     pool of the last encoder map, "head_in": [B, D, H, W, init_filters] input of the
     final 1x1x1 head} from the same forward pass.
   """
+
   init_filters: int = 32
   in_channels: int = 1
   out_channels: int = 2
@@ -169,14 +188,29 @@ class SegResNetDS(nn.Module):
     blocks_up = tuple(self.blocks_up) if self.blocks_up is not None else (1,) * n_up
     if len(blocks_up) != n_up:
       raise ValueError(f"blocks_up {blocks_up} must have len(blocks_down) - 1 = {n_up} entries")
-    self.encoder = SegResEncoder(self.init_filters, self.in_channels, tuple(self.blocks_down),
-                                 self.norm, self.conv_impl, self.dtype, self.remat)
+    self.encoder = SegResEncoder(
+      self.init_filters,
+      self.in_channels,
+      tuple(self.blocks_down),
+      self.norm,
+      self.conv_impl,
+      self.dtype,
+      self.remat,
+    )
     level = _maybe_remat(DecoderLevel, self.remat)
     dsdepth = max(self.dsdepth, 1)
     self.up_layers = [
-        level(self.init_filters * 2 ** (n_up - 1 - i), blocks_up[i], self.out_channels,
-              n_up - i <= dsdepth, self.norm, self.conv_impl, self.dtype)
-        for i in range(n_up)]
+      level(
+        self.init_filters * 2 ** (n_up - 1 - i),
+        blocks_up[i],
+        self.out_channels,
+        n_up - i <= dsdepth,
+        self.norm,
+        self.conv_impl,
+        self.dtype,
+      )
+      for i in range(n_up)
+    ]
 
   def encode(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
     """The encoder maps only (see SegResEncoder)."""
@@ -219,14 +253,22 @@ def build_model(config: dict) -> nn.Module:
 
 def model_config(module: nn.Module) -> dict:
   """JSON-able config that `build_model` turns back into an equal module."""
-  cfg = {"arch": "encoder" if isinstance(module, SegResEncoder) else "segresnet",
-         "init_filters": module.init_filters, "in_channels": module.in_channels,
-         "blocks_down": list(module.blocks_down), "norm": module.norm,
-         "conv_impl": module.conv_impl, "dtype": jnp.dtype(module.dtype).name,
-         "remat": module.remat}
+  cfg = {
+    "arch": "encoder" if isinstance(module, SegResEncoder) else "segresnet",
+    "init_filters": module.init_filters,
+    "in_channels": module.in_channels,
+    "blocks_down": list(module.blocks_down),
+    "norm": module.norm,
+    "conv_impl": module.conv_impl,
+    "dtype": jnp.dtype(module.dtype).name,
+    "remat": module.remat,
+  }
   if isinstance(module, SegResNetDS):
-    cfg.update(out_channels=module.out_channels, dsdepth=module.dsdepth,
-               blocks_up=None if module.blocks_up is None else list(module.blocks_up))
+    cfg.update(
+      out_channels=module.out_channels,
+      dsdepth=module.dsdepth,
+      blocks_up=None if module.blocks_up is None else list(module.blocks_up),
+    )
   return cfg
 
 
@@ -240,8 +282,9 @@ def abstract_variables(module: nn.Module, spatial: Sequence[int] | int | None = 
   return dict(jax.eval_shape(lambda x: module.init(jax.random.key(0), x, train=False), x))
 
 
-def init_variables(module: nn.Module, rng: jax.Array, spatial: Sequence[int] | int | None = None
-                   ) -> dict:
+def init_variables(
+  module: nn.Module, rng: jax.Array, spatial: Sequence[int] | int | None = None
+) -> dict:
   """Fresh {"params", "batch_stats"?}: He-normal kernels (std sqrt(2 / fan_in), the paper's
   Kaiming init), zero biases, unit norm scales, running mean 0 / var 1.
 

@@ -4,46 +4,75 @@ A sweep directory holds one workdir per cell (`DIR/<strategy>/seed_<k>/`), but a
 directory tree works: every `summary.json` below DIR is one run. DIR may itself be a
 single run's workdir.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+from assft_jax.errors import AssftError
 
 BOUND_STRATEGIES = ("lower_bound", "upper_bound")  # the loop's --lower/--upper_bound runs
 
 
-class ReportError(ValueError):
+class ReportError(AssftError, ValueError):
   """Bad or missing report input; the message names the file and what is wrong."""
 
 
 # The paper's display names (Tables 1-5). Keys are normalised: lower case, '-' -> '_'.
 DISPLAY_NAMES = {
-    "rand": "RAND", "random": "RAND",
-    "fg_rand": "FG-RAND", "fg_random": "FG-RAND",
-    "enpy": "ENPY", "entropy": "ENPY",
-    "lcon": "LCON", "lc": "LCON", "least_confidence": "LCON",
-    "mmar": "MMAR", "margin": "MMAR",
-    "coreset": "Core-set", "core_set": "Core-set",
-    "badge": "BADGE",
-    "sann": "SANN",
-    "ugtst": "UGTST",
-    "cup": "CUP",
-    "dkd": "DKD",
-    "asd": "ASD",
-    "dkd_low": "Low DKD", "asd_low": "Low ASD", "asd_tau1": "ASD (τ=1)",  # Tables 6-7
-    "dkd_asd": "DKD+ASD", "dkd+asd": "DKD+ASD",
-    "assft": "ASSFT",
+  "rand": "RAND",
+  "random": "RAND",
+  "fg_rand": "FG-RAND",
+  "fg_random": "FG-RAND",
+  "enpy": "ENPY",
+  "entropy": "ENPY",
+  "lcon": "LCON",
+  "lc": "LCON",
+  "least_confidence": "LCON",
+  "mmar": "MMAR",
+  "margin": "MMAR",
+  "coreset": "Core-set",
+  "core_set": "Core-set",
+  "badge": "BADGE",
+  "sann": "SANN",
+  "ugtst": "UGTST",
+  "cup": "CUP",
+  "dkd": "DKD",
+  "asd": "ASD",
+  "dkd_low": "Low DKD",
+  "asd_low": "Low ASD",
+  "asd_tau1": "ASD (τ=1)",  # Tables 6-7
+  "dkd_asd": "DKD+ASD",
+  "dkd+asd": "DKD+ASD",
+  "assft": "ASSFT",
 }
 # Row order of the paper's tables; unknown names follow in alphabetical order, and the
 # reference method (ASSFT) always comes last, as in the paper.
-PAPER_ORDER = ("RAND", "FG-RAND", "ENPY", "LCON", "MMAR", "Core-set", "BADGE", "SANN",
-               "UGTST", "CUP", "DKD", "Low DKD", "ASD", "Low ASD", "ASD (τ=1)", "DKD+ASD",
-               "ASSFT")
+PAPER_ORDER = (
+  "RAND",
+  "FG-RAND",
+  "ENPY",
+  "LCON",
+  "MMAR",
+  "Core-set",
+  "BADGE",
+  "SANN",
+  "UGTST",
+  "CUP",
+  "DKD",
+  "Low DKD",
+  "ASD",
+  "Low ASD",
+  "ASD (τ=1)",
+  "DKD+ASD",
+  "ASSFT",
+)
 
 
 def display_name(strategy: str, ssft: bool) -> str:
@@ -73,9 +102,10 @@ def method_sort_key(name: str, reference: str = "ASSFT") -> tuple:
 @dataclasses.dataclass(frozen=True)
 class RoundResult:
   """One evaluated round of one run. Dice values are fractions in [0, 1]."""
+
   round: int
   n_labeled: int
-  label: str                        # the budget's display label, e.g. "5%" or "n=3"
+  label: str  # the budget's display label, e.g. "5%" or "n=3"
   dice_per_case: Mapping[str, float]
   dice_per_class: Mapping[str, float]
   queried: tuple[str, ...]
@@ -95,7 +125,7 @@ class RunResult:
 
   @property
   def bound(self) -> str | None:
-    """"lower_bound"/"upper_bound" for a bound run (no active learning), else None."""
+    """ "lower_bound"/"upper_bound" for a bound run (no active learning), else None."""
     return self.strategy if self.strategy in BOUND_STRATEGIES else None
 
 
@@ -131,12 +161,17 @@ def _parse_round(path: Path, i: int, d: Any, labels: Any) -> RoundResult:
     raise _fail(path, f"rounds[{i}].dice_per_case/dice_per_class must be objects")
   r, n = int(d["round"]), int(d["n_labeled"])
   return RoundResult(
-      round=r, n_labeled=n, label=_budget_label(labels, r, n),
-      dice_per_case={str(k): _dice(path, f"rounds[{i}].dice_per_case[{k!r}]", v)
-                     for k, v in per_case.items()},
-      dice_per_class={str(k): _dice(path, f"rounds[{i}].dice_per_class[{k!r}]", v)
-                      for k, v in per_class.items()},
-      queried=tuple(str(q) for q in d.get("queried") or ()))
+    round=r,
+    n_labeled=n,
+    label=_budget_label(labels, r, n),
+    dice_per_case={
+      str(k): _dice(path, f"rounds[{i}].dice_per_case[{k!r}]", v) for k, v in per_case.items()
+    },
+    dice_per_class={
+      str(k): _dice(path, f"rounds[{i}].dice_per_class[{k!r}]", v) for k, v in per_class.items()
+    },
+    queried=tuple(str(q) for q in d.get("queried") or ()),
+  )
 
 
 def _bound(path: Path, d: Mapping, key: str) -> float | None:
@@ -158,14 +193,23 @@ def load_run(path: Path) -> RunResult:
   if not isinstance(d["rounds"], list):
     raise _fail(path, "'rounds' is not a list")
   labels = d.get("budget_label")
-  rounds = tuple(sorted((_parse_round(path, i, x, labels) for i, x in enumerate(d["rounds"])),
-                        key=lambda x: x.round))
+  rounds = tuple(
+    sorted(
+      (_parse_round(path, i, x, labels) for i, x in enumerate(d["rounds"])), key=lambda x: x.round
+    )
+  )
   ssft = bool(d.get("ssft", False))
   return RunResult(
-      workdir=path.parent, strategy=str(d["strategy"]),
-      method=display_name(str(d["strategy"]), ssft), ssft=ssft, seed=int(d["seed"]),
-      complete=bool(d.get("complete", False)), rounds=rounds,
-      lower_bound=_bound(path, d, "lower_bound"), upper_bound=_bound(path, d, "upper_bound"))
+    workdir=path.parent,
+    strategy=str(d["strategy"]),
+    method=display_name(str(d["strategy"]), ssft),
+    ssft=ssft,
+    seed=int(d["seed"]),
+    complete=bool(d.get("complete", False)),
+    rounds=rounds,
+    lower_bound=_bound(path, d, "lower_bound"),
+    upper_bound=_bound(path, d, "upper_bound"),
+  )
 
 
 def find_summaries(root: Path) -> list[Path]:
@@ -185,8 +229,10 @@ def load_runs(root: str | os.PathLike) -> list[RunResult]:
     raise ReportError(f"{root}: not a directory")
   paths = find_summaries(root)
   if not paths:
-    raise ReportError(f"{root}: no runs found (no summary.json below it; expected "
-                      f"{root}/<strategy>/seed_<k>/summary.json)")
+    raise ReportError(
+      f"{root}: no runs found (no summary.json below it; expected "
+      f"{root}/<strategy>/seed_<k>/summary.json)"
+    )
   runs = [load_run(p) for p in paths]
   if not any(r.rounds for r in runs):
     raise ReportError(f"{root}: {len(runs)} summary.json found, but none has a round yet")

@@ -1,11 +1,12 @@
 """The report's figures: Dice vs budget, and a montage of the queried cases' slices."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -43,8 +44,16 @@ def plot_dice_vs_budget(s: Summary, path: Path) -> None:
     sd = np.array([100 * p[1].sd for p in pts])
     is_ref = m == s.reference
     color = "black" if is_ref else method_cmap(i % method_cmap.N)
-    ax.plot(r, mu, marker="o", ms=4, color=color, lw=2.4 if is_ref else 1.4, label=m,
-            zorder=3 if is_ref else 2)
+    ax.plot(
+      r,
+      mu,
+      marker="o",
+      ms=4,
+      color=color,
+      lw=2.4 if is_ref else 1.4,
+      label=m,
+      zorder=3 if is_ref else 2,
+    )
     ax.fill_between(r, mu - sd, mu + sd, color=color, alpha=band_alpha, lw=0)
   for name, bound, style in (("lower bound", s.lower, ":"), ("upper bound", s.upper, "--")):
     if bound:
@@ -67,13 +76,12 @@ class QuerySlice:
   seed: int
   round: int
   case_id: str
-  image: np.ndarray   # [H, W] float32
-  label: np.ndarray | None   # [H, W] int; None when the case had no ground truth on disk
-  pred: np.ndarray    # [H, W] int
+  image: np.ndarray  # [H, W] float32
+  label: np.ndarray | None  # [H, W] int; None when the case had no ground truth on disk
+  pred: np.ndarray  # [H, W] int
 
 
-def _read_npz(path: Path, method: str, seed: int, r: int,
-              problems: list[str]) -> list[QuerySlice]:
+def _read_npz(path: Path, method: str, seed: int, r: int, problems: list[str]) -> list[QuerySlice]:
   try:
     with np.load(path) as z:
       arrays = {k: z[k] for k in z.files}
@@ -85,21 +93,22 @@ def _read_npz(path: Path, method: str, seed: int, r: int,
   for cid in ids:
     image, label, pred = (arrays.get(f"{cid}/{n}") for n in ("image", "label", "pred"))
     parts = [p for p in (image, label, pred) if p is not None]
-    if image is None or pred is None or any(p.ndim != 2 or p.shape != image.shape
-                                            for p in parts):
+    if image is None or pred is None or any(p.ndim != 2 or p.shape != image.shape for p in parts):
       problems.append(f"{path}: case {cid!r} lacks 2-D image/pred (and label) of one shape")
       continue
     out.append(QuerySlice(method, seed, r, cid, image, label, pred))
   return out
 
 
-def collect_query_slices(runs: Sequence[RunResult], max_per_method: int = 6
-                         ) -> tuple[list[QuerySlice], list[str]]:
+def collect_query_slices(
+  runs: Sequence[RunResult], max_per_method: int = 6
+) -> tuple[list[QuerySlice], list[str]]:
   """Queried slices of the lowest seed of each method that has any (rounds in order)."""
   problems: list[str] = []
   slices: list[QuerySlice] = []
-  for run in sorted((r for r in runs if not r.bound),
-                    key=lambda r: (method_sort_key(r.method), r.seed)):
+  for run in sorted(
+    (r for r in runs if not r.bound), key=lambda r: (method_sort_key(r.method), r.seed)
+  ):
     if any(q.method == run.method for q in slices):
       continue
     for path in sorted(run.workdir.glob("round_*/query_slices.npz")):
@@ -118,15 +127,30 @@ def _overlay(ax, image: np.ndarray, mask: np.ndarray | None, title: str) -> None
   lo, hi = np.percentile(img, [1, 99]) if img.size else (0.0, 1.0)
   ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
   if mask is not None:
-    ax.imshow(np.ma.masked_equal(mask.astype(int), 0) % 10, cmap=CLASS_CMAP, vmin=0, vmax=9,
-              alpha=0.45, interpolation="nearest")
+    ax.imshow(
+      np.ma.masked_equal(mask.astype(int), 0) % 10,
+      cmap=CLASS_CMAP,
+      vmin=0,
+      vmax=9,
+      alpha=0.45,
+      interpolation="nearest",
+    )
     for c in np.unique(mask):
       if c > 0:
-        ax.contour((mask == c).astype(float), levels=[0.5], linewidths=0.8,
-                   colors=[CLASS_CMAP(int(c) % 10)])
+        ax.contour(
+          (mask == c).astype(float), levels=[0.5], linewidths=0.8, colors=[CLASS_CMAP(int(c) % 10)]
+        )
   else:
-    ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", fontsize=7, color="w",
-            transform=ax.transAxes)
+    ax.text(
+      0.5,
+      0.5,
+      "no ground truth",
+      ha="center",
+      va="center",
+      fontsize=7,
+      color="w",
+      transform=ax.transAxes,
+    )
   ax.set_title(title, fontsize=7)
   ax.set_xticks([])
   ax.set_yticks([])
@@ -136,8 +160,13 @@ def plot_query_montage(slices: Sequence[QuerySlice], path: Path) -> None:
   """Rows: methods; per queried case (round order) a ground-truth and a prediction panel."""
   methods = list(dict.fromkeys(q.method for q in slices))
   ncase = max(sum(q.method == m for q in slices) for m in methods)
-  fig, axes = plt.subplots(len(methods), 2 * ncase, squeeze=False, layout="constrained",
-                           figsize=(1.5 * 2 * ncase + 0.8, 1.75 * len(methods) + 0.4))
+  fig, axes = plt.subplots(
+    len(methods),
+    2 * ncase,
+    squeeze=False,
+    layout="constrained",
+    figsize=(1.5 * 2 * ncase + 0.8, 1.75 * len(methods) + 0.4),
+  )
   for i, m in enumerate(methods):
     row = [q for q in slices if q.method == m]
     for j in range(ncase):
@@ -150,6 +179,9 @@ def plot_query_montage(slices: Sequence[QuerySlice], path: Path) -> None:
         gt_ax.axis("off")
         pred_ax.axis("off")
     axes[i][0].set_ylabel(f"{m}\nseed {row[0].seed}", fontsize=9)
-  fig.suptitle("Queried cases, central axial slice: ground truth, and the prediction of the "
-               "model after that round (colours = classes)", fontsize=9)
+  fig.suptitle(
+    "Queried cases, central axial slice: ground truth, and the prediction of the "
+    "model after that round (colours = classes)",
+    fontsize=9,
+  )
   save_figure(fig, path)

@@ -5,23 +5,25 @@ per-case Dice of every seed concatenated (n = test cases x seeds), which is what
 Mann-Whitney U test compares. The seed-level view (mean +- SD of the seeds' means) is
 kept beside it, since seeds are the independent replicates.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import scipy.stats
 
 from assft_jax.report.collect import RunResult, method_sort_key
 
-SIGNIFICANCE = 0.01   # the paper's "*: p < 0.01"
+SIGNIFICANCE = 0.01  # the paper's "*: p < 0.01"
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
   """A table column: round r, its display label and (first seen) labeled count."""
+
   round: int
   label: str
   n_labeled: int
@@ -39,6 +41,7 @@ def sd(x: np.ndarray) -> float:
 @dataclasses.dataclass(frozen=True)
 class ClassCell:
   """Per-class Dice of one method at one budget: one value per seed (the run's mean)."""
+
   values: np.ndarray
 
   @property
@@ -53,8 +56,9 @@ class ClassCell:
 @dataclasses.dataclass(frozen=True)
 class Cell(ClassCell):
   """One method at one budget. `values`: [cases x seeds] pooled per-case Dice (no NaN)."""
-  seed_means: np.ndarray          # [n_seeds] each run's mean over its cases
-  n_nan: int                      # per-case Dice dropped as NaN
+
+  seed_means: np.ndarray  # [n_seeds] each run's mean over its cases
+  n_nan: int  # per-case Dice dropped as NaN
 
   @property
   def seed_mean(self) -> float:
@@ -68,18 +72,19 @@ class Cell(ClassCell):
 @dataclasses.dataclass(frozen=True)
 class Summary:
   """Everything the tables and plots show. Keys of the dicts: (method, round)."""
+
   methods: list[str]
-  budgets: list[Budget]                          # every round seen, r = 0 included
+  budgets: list[Budget]  # every round seen, r = 0 included
   cells: dict[tuple[str, int], Cell]
-  pvalues: dict[tuple[str, int], float]          # vs the reference; absent if untestable
-  reference: str | None                          # None when no reference runs exist
+  pvalues: dict[tuple[str, int], float]  # vs the reference; absent if untestable
+  reference: str | None  # None when no reference runs exist
   classes: list[str]
   class_cells: dict[tuple[str, int, str], ClassCell]
-  lower: dict[str, Cell]        # method -> its bound; the same Cell for every method
-  upper: dict[str, Cell]        # when it comes from separate lower/upper-bound runs
+  lower: dict[str, Cell]  # method -> its bound; the same Cell for every method
+  upper: dict[str, Cell]  # when it comes from separate lower/upper-bound runs
   seeds: dict[str, list[int]]
   incomplete: list[RunResult]
-  bound_runs: list[RunResult]                    # the lower/upper-bound runs
+  bound_runs: list[RunResult]  # the lower/upper-bound runs
 
   def table_budgets(self, include_init: bool = False) -> list[Budget]:
     return [b for b in self.budgets if include_init or b.round > 0]
@@ -115,8 +120,9 @@ def mann_whitney_p(x: np.ndarray, y: np.ndarray) -> float:
   return float(scipy.stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 
-def _bounds(kind: str, bound_runs: Sequence[RunResult],
-            by_method: dict[str, list[RunResult]]) -> dict[str, Cell]:
+def _bounds(
+  kind: str, bound_runs: Sequence[RunResult], by_method: dict[str, list[RunResult]]
+) -> dict[str, Cell]:
   """Bound runs' round-0 per-case Dice, pooled over seeds, shown on every method's row.
 
   Without bound runs, a method's own runs may carry the bound as one number
@@ -168,12 +174,19 @@ def summarize(runs: Sequence[RunResult], reference: str = "ASSFT") -> Summary:
       if m != ref and (ref, r) in cells:
         pvalues[(m, r)] = mann_whitney_p(cell.values, cells[(ref, r)].values)
   return Summary(
-      methods=methods, budgets=budgets, cells=cells, pvalues=pvalues, reference=ref,
-      classes=classes, class_cells=class_cells,
-      lower=_bounds("lower_bound", bound_runs, by_method),
-      upper=_bounds("upper_bound", bound_runs, by_method),
-      seeds={m: sorted(r.seed for r in rs) for m, rs in by_method.items()},
-      incomplete=[r for r in runs + bound_runs if not r.complete], bound_runs=bound_runs)
+    methods=methods,
+    budgets=budgets,
+    cells=cells,
+    pvalues=pvalues,
+    reference=ref,
+    classes=classes,
+    class_cells=class_cells,
+    lower=_bounds("lower_bound", bound_runs, by_method),
+    upper=_bounds("upper_bound", bound_runs, by_method),
+    seeds={m: sorted(r.seed for r in rs) for m, rs in by_method.items()},
+    incomplete=[r for r in runs + bound_runs if not r.complete],
+    bound_runs=bound_runs,
+  )
 
 
 def ranks(values: dict[str, float], decimals: int = 2) -> dict[str, int]:

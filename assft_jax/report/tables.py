@@ -5,6 +5,7 @@ Markdown marks the best mean of a column in **bold** and the second best with <u
 against the reference gives p < 0.01; the reference itself gets the "*" when it differs
 at p < 0.01 from every other method in that column (the paper's convention).
 """
+
 from __future__ import annotations
 
 import csv
@@ -58,8 +59,12 @@ def _column_ranks(s: Summary, b: Budget) -> dict[str, int]:
 def main_rows(s: Summary, budgets: list[Budget], markdown: bool) -> list[list[str]]:
   """Header row + one row per method; cells "mean +- SD" (pooled per-case Dice x 100)."""
   has_lo, has_up = bool(s.lower), bool(s.upper)
-  header = (["Methods"] + ([LOWER_HEADER] if has_lo else []) + [b.header for b in budgets]
-            + ([UPPER_HEADER] if has_up else []))
+  header = (
+    ["Methods"]
+    + ([LOWER_HEADER] if has_lo else [])
+    + [b.header for b in budgets]
+    + ([UPPER_HEADER] if has_up else [])
+  )
   col_ranks = {b.round: _column_ranks(s, b) for b in budgets}
   rows = [header]
   for m in s.methods:
@@ -69,8 +74,7 @@ def main_rows(s: Summary, budgets: list[Budget], markdown: bool) -> list[list[st
       if c is None or not len(c.values):
         row.append("")
         continue
-      mean = _decorate(pct(c.mean), col_ranks[b.round].get(m, 0), _star(s, m, b.round),
-                       markdown)
+      mean = _decorate(pct(c.mean), col_ranks[b.round].get(m, 0), _star(s, m, b.round), markdown)
       row.append(f"{mean} ± {pct(c.sd)}")
     row += [_bound_text(s.upper.get(m))] if has_up else []
     rows.append(row)
@@ -84,8 +88,9 @@ def seed_rows(s: Summary, budgets: list[Budget]) -> list[list[str]]:
     row = [m, str(len(s.seeds[m]))]
     for b in budgets:
       c = s.cells.get((m, b.round))
-      row.append("" if c is None or not len(c.seed_means)
-                 else f"{pct(c.seed_mean)} ± {pct(c.seed_sd)}")
+      row.append(
+        "" if c is None or not len(c.seed_means) else f"{pct(c.seed_mean)} ± {pct(c.seed_sd)}"
+      )
     rows.append(row)
   return rows
 
@@ -93,8 +98,9 @@ def seed_rows(s: Summary, budgets: list[Budget]) -> list[list[str]]:
 def pvalue_rows(s: Summary, budgets: list[Budget]) -> list[list[str]]:
   rows = [["Methods"] + [b.header for b in budgets]]
   for m in s.methods:
-    cells = ["reference" if m == s.reference else fmt_p(s.pvalues.get((m, b.round)))
-             for b in budgets]
+    cells = [
+      "reference" if m == s.reference else fmt_p(s.pvalues.get((m, b.round))) for b in budgets
+    ]
     rows.append([m] + cells)
   return rows
 
@@ -102,14 +108,25 @@ def pvalue_rows(s: Summary, budgets: list[Budget]) -> list[list[str]]:
 def class_rows(s: Summary, b: Budget, markdown: bool) -> list[list[str]]:
   """Methods x classes at budget b: mean +- SD over seeds of each run's class Dice."""
   rows = [["Methods"] + list(s.classes)]
-  rk = {c: ranks({m: s.class_cells[(m, b.round, c)].mean for m in s.methods
-                  if (m, b.round, c) in s.class_cells}) for c in s.classes}
+  rk = {
+    c: ranks(
+      {
+        m: s.class_cells[(m, b.round, c)].mean
+        for m in s.methods
+        if (m, b.round, c) in s.class_cells
+      }
+    )
+    for c in s.classes
+  }
   for m in s.methods:
     row = [m]
     for c in s.classes:
       cc = s.class_cells.get((m, b.round, c))
-      row.append("" if cc is None else
-                 f"{_decorate(pct(cc.mean), rk[c].get(m, 0), False, markdown)} ± {pct(cc.sd)}")
+      row.append(
+        ""
+        if cc is None
+        else f"{_decorate(pct(cc.mean), rk[c].get(m, 0), False, markdown)} ± {pct(cc.sd)}"
+      )
     rows.append(row)
   return rows
 
@@ -129,9 +146,23 @@ def csv_text(rows: list[list[str]]) -> str:
 
 def long_rows(s: Summary) -> list[list[str]]:
   """Machine-readable: one row per method x round (r = 0 included), numbers unrounded."""
-  rows = [["method", "round", "budget", "n_labeled", "n_values", "n_seeds", "n_nan",
-           "dice_mean_pct", "dice_sd_pct", "seed_mean_pct", "seed_sd_pct",
-           f"p_vs_{s.reference or 'reference'}", "rank"]]
+  rows = [
+    [
+      "method",
+      "round",
+      "budget",
+      "n_labeled",
+      "n_values",
+      "n_seeds",
+      "n_nan",
+      "dice_mean_pct",
+      "dice_sd_pct",
+      "seed_mean_pct",
+      "seed_sd_pct",
+      f"p_vs_{s.reference or 'reference'}",
+      "rank",
+    ]
+  ]
   for b in s.budgets:
     rk = _column_ranks(s, b)
     for m in s.methods:
@@ -139,10 +170,23 @@ def long_rows(s: Summary) -> list[list[str]]:
       if c is None:
         continue
       p = s.pvalues.get((m, b.round))
-      rows.append([m, str(b.round), b.label, str(b.n_labeled), str(len(c.values)),
-                   str(len(c.seed_means)), str(c.n_nan), repr(100 * c.mean),
-                   repr(100 * c.sd), repr(100 * c.seed_mean), repr(100 * c.seed_sd),
-                   "" if p is None else repr(p), str(rk.get(m, 0))])
+      rows.append(
+        [
+          m,
+          str(b.round),
+          b.label,
+          str(b.n_labeled),
+          str(len(c.values)),
+          str(len(c.seed_means)),
+          str(c.n_nan),
+          repr(100 * c.mean),
+          repr(100 * c.sd),
+          repr(100 * c.seed_mean),
+          repr(100 * c.seed_sd),
+          "" if p is None else repr(p),
+          str(rk.get(m, 0)),
+        ]
+      )
   return rows
 
 
@@ -153,6 +197,15 @@ def class_long_rows(s: Summary) -> list[list[str]]:
       for c in s.classes:
         cc = s.class_cells.get((m, b.round, c))
         if cc is not None:
-          rows.append([m, str(b.round), b.label, c, str(len(cc.values)),
-                       repr(100 * cc.mean), repr(100 * cc.sd)])
+          rows.append(
+            [
+              m,
+              str(b.round),
+              b.label,
+              c,
+              str(len(cc.values)),
+              repr(100 * cc.mean),
+              repr(100 * cc.sd),
+            ]
+          )
   return rows

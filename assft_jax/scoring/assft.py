@@ -5,6 +5,7 @@ Voxel scores (ASD, C) run through the jitted float32 kernels; the embedding scor
 (PAKD, PD, DKD, D) run in float64 numpy, because they are O(N F) and 1 - cos of two
 nearly equal embeddings (PAKD early in fine-tuning) loses most digits in float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,8 @@ def _pd_unit(u: np.ndarray, pakd) -> np.ndarray:
   order = np.argsort(-p, kind="stable")
   s = u[order]
   n = s.shape[0]
-  w = np.cumsum(s, axis=0)             # S_c
-  np.cumsum(w, axis=0, out=w)          # sum_{m<=c} S_m, so W_c = w[c - 1]
+  w = np.cumsum(s, axis=0)  # S_c
+  np.cumsum(w, axis=0, out=w)  # sum_{m<=c} S_m, so W_c = w[c - 1]
   c = np.arange(2, n + 1, dtype=np.float64)
   pd_sorted = np.ones(n)
   pd_sorted[1:] = 1.0 - np.einsum("nf,nf->n", s[1:], w[:-1]) / (c * (c - 1) / 2)
@@ -93,8 +94,9 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 
 def _quantile_uniform(x: np.ndarray) -> np.ndarray:
-  qt = QuantileTransformer(output_distribution="uniform",
-                           n_quantiles=min(1000, x.shape[0]), subsample=None)
+  qt = QuantileTransformer(
+    output_distribution="uniform", n_quantiles=min(1000, x.shape[0]), subsample=None
+  )
   return qt.fit_transform(x[:, None])[:, 0]
 
 

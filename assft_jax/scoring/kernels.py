@@ -8,10 +8,11 @@ Conventions (DESIGN.md §2):
 The engine's scoring pass calls `reduce_case_stats` on one case or a small batch at a
 time, so nothing here needs the whole pool in memory.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,7 @@ def temperature(r: int, R: int) -> float:
 
 
 # ---- voxel maps: one case, p: [D, H, W, C] -> [D, H, W] -------------------------------
+
 
 def entropy_map(p: jax.Array) -> jax.Array:
   """-sum_c p_c log p_c per voxel."""
@@ -77,6 +79,7 @@ def foreground_margin_map(p: jax.Array) -> jax.Array:
 
 # ---- UGTST threshold ------------------------------------------------------------------
 
+
 def first_peak_threshold(h: jax.Array, h_max: float, bins: int = UGTST_BINS) -> jax.Array:
   """UGTST threshold t of one entropy map h: [D, H, W] (scalar).
 
@@ -107,6 +110,7 @@ def ugtst_score(h: jax.Array, h_max: float) -> jax.Array:
 
 # ---- per-case reductions ---------------------------------------------------------------
 
+
 def _case_stats(p: jax.Array, tau: jax.Array) -> dict[str, jax.Array]:
   """All per-case scalars of one case p: [D, H, W, C]; the entropy map is built once."""
   h = entropy_map(p)
@@ -114,22 +118,21 @@ def _case_stats(p: jax.Array, tau: jax.Array) -> dict[str, jax.Array]:
   n_fg = fg.sum()
   fg_margin = jnp.where(fg, margin_map(p), 0.0).sum()
   return {
-      "entropy": h.mean(),
-      "lc": least_confidence_map(p).mean(),
-      "margin": margin_map(p).mean(),
-      "asd": jnp.where(asd_mask(p, tau), h, 0.0).mean(),       # = masked_entropy_map
-      "asd_tau1": jnp.where(asd_mask(p, 1.0), h, 0.0).mean(),
-      "conf": jnp.where(n_fg > 0, fg_margin / jnp.maximum(n_fg, 1), 0.0),
-      "fg_frac": fg.mean(),
-      "ugtst": ugtst_score(h, math.log(p.shape[-1])),
-      "usum": h.sum(),
+    "entropy": h.mean(),
+    "lc": least_confidence_map(p).mean(),
+    "margin": margin_map(p).mean(),
+    "asd": jnp.where(asd_mask(p, tau), h, 0.0).mean(),  # = masked_entropy_map
+    "asd_tau1": jnp.where(asd_mask(p, 1.0), h, 0.0).mean(),
+    "conf": jnp.where(n_fg > 0, fg_margin / jnp.maximum(n_fg, 1), 0.0),
+    "fg_frac": fg.mean(),
+    "ugtst": ugtst_score(h, math.log(p.shape[-1])),
+    "usum": h.sum(),
   }
 
 
 _reduce = jax.jit(jax.vmap(_case_stats, in_axes=(0, None)))
 
-STAT_KEYS = ("entropy", "lc", "margin", "asd", "asd_tau1", "conf", "fg_frac", "ugtst",
-             "usum")
+STAT_KEYS = ("entropy", "lc", "margin", "asd", "asd_tau1", "conf", "fg_frac", "ugtst", "usum")
 
 
 def reduce_case_stats(probs: jax.Array, r: int, R: int) -> dict[str, jax.Array]:
@@ -165,6 +168,7 @@ def badge_embedding(probs: jax.Array, head_in: jax.Array) -> jax.Array:
 
 # ---- embedding maths (blockwise) -------------------------------------------------------
 
+
 def _unit(x: jax.Array) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -179,10 +183,10 @@ def _blockwise(a, b, block: int, reduce: Callable[[jax.Array], jax.Array]) -> np
   bu = _unit(jnp.asarray(b, jnp.float32))
   out = []
   for s in range(0, a.shape[0], block):  # fixed block shape -> one compile
-    blk = a[s:s + block]
+    blk = a[s : s + block]
     pad = block - blk.shape[0]
     d = reduce(_cos_block(jnp.asarray(np.pad(blk, ((0, pad), (0, 0)))), bu))
-    out.append(np.asarray(d)[:blk.shape[0]])
+    out.append(np.asarray(d)[: blk.shape[0]])
   return np.concatenate(out, 0)
 
 

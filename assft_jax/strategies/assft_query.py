@@ -4,6 +4,7 @@ Scores are computed over the queryable cases (the set being ranked): PD's rankin
 min-max and the quantile transform all see exactly the candidates. `assft` is the same
 selection as `dkd_asd`; the SSFT stage is the loop's flag, not part of the query.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,17 +9,19 @@ A strategy is data in, ids out (STYLE.md §5): `select(stats, pool, budget, rng,
   rng:    np.random.Generator, the only source of randomness.
   ctx:    r, R (round info) and per-strategy options, documented in each module.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from assft_jax.errors import AssftError
 from assft_jax.pool import Pool
 
 
-class StrategyError(ValueError):
+class StrategyError(AssftError, ValueError):
   """Bad input to a query strategy (budget, pool, stats or name)."""
 
 
@@ -30,6 +32,7 @@ class Table:
   cand:    the queryable ids, in pool order; strategies return indices into it.
   labeled: the labeled ids that appear in stats (anchors / initial centers).
   """
+
   stats: Mapping[str, np.ndarray]
   cand: tuple[str, ...]
   labeled: tuple[str, ...]
@@ -47,15 +50,22 @@ SelectFn = Callable[..., Sequence[int]]  # (table, budget, rng, **ctx) -> cand i
 @dataclasses.dataclass(frozen=True)
 class Strategy:
   name: str
-  keys: tuple[str, ...]          # stats keys read on unlabeled rows (presence, NaN)
+  keys: tuple[str, ...]  # stats keys read on unlabeled rows (presence, NaN)
   fn: SelectFn
   labeled_keys: tuple[str, ...] = ()  # keys read on labeled rows
   doc: str = ""
 
-  def select(self, stats: Mapping, pool: Pool, budget: int, rng: np.random.Generator,
-             *, allow_all: bool = False, **ctx) -> list[str]:
-    table, n = check_inputs(self.name, stats, pool, budget, self.keys,
-                            self.labeled_keys, allow_all)
+  def select(
+    self,
+    stats: Mapping,
+    pool: Pool,
+    budget: int,
+    rng: np.random.Generator,
+    *,
+    allow_all: bool = False,
+    **ctx,
+  ) -> list[str]:
+    table, n = check_inputs(self.name, stats, pool, budget, self.keys, self.labeled_keys, allow_all)
     idx = [int(i) for i in self.fn(table, n, rng, **ctx)]
     if len(idx) != n or len(set(idx)) != n:
       raise AssertionError(f"strategy {self.name!r} returned {idx} for budget {n}")
@@ -67,11 +77,13 @@ _REGISTRY: dict[str, Strategy] = {}
 
 def register(name: str, keys: Sequence[str], labeled_keys: Sequence[str] = ()):
   """Decorator: registers `fn(table, budget, rng, **ctx) -> cand indices` as `name`."""
+
   def deco(fn: SelectFn) -> SelectFn:
     if name in _REGISTRY:
       raise ValueError(f"strategy {name!r} registered twice")
     _REGISTRY[name] = Strategy(name, tuple(keys), fn, tuple(labeled_keys))
     return fn
+
   return deco
 
 
@@ -89,18 +101,29 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def check_inputs(name: str, stats: Mapping, pool: Pool, budget: int, keys: Sequence[str],
-                 labeled_keys: Sequence[str], allow_all: bool) -> tuple[Table, int]:
+def check_inputs(
+  name: str,
+  stats: Mapping,
+  pool: Pool,
+  budget: int,
+  keys: Sequence[str],
+  labeled_keys: Sequence[str],
+  allow_all: bool,
+) -> tuple[Table, int]:
   """Validates one select call; returns the table and the effective budget."""
   cand = pool.queryable
   if not cand:
-    raise StrategyError(f"{name}: the pool has no queryable case (unlabeled="
-                        f"{len(pool.unlabeled)}, excluded={len(pool.excluded)})")
+    raise StrategyError(
+      f"{name}: the pool has no queryable case (unlabeled="
+      f"{len(pool.unlabeled)}, excluded={len(pool.excluded)})"
+    )
   if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
     raise StrategyError(f"{name}: budget must be an integer >= 1, got {budget!r}")
   if budget > len(cand) and not allow_all:
-    raise StrategyError(f"{name}: budget {budget} exceeds the {len(cand)} queryable cases "
-                        "(pass allow_all=True to select them all)")
+    raise StrategyError(
+      f"{name}: budget {budget} exceeds the {len(cand)} queryable cases "
+      "(pass allow_all=True to select them all)"
+    )
   if "ids" not in stats:
     raise StrategyError(f"{name}: stats has no 'ids' entry")
   row = {str(i): k for k, i in enumerate(stats["ids"])}
@@ -108,8 +131,9 @@ def check_inputs(name: str, stats: Mapping, pool: Pool, budget: int, keys: Seque
   need = pool.unlabeled + (pool.labeled_ids if labeled_keys else ())
   missing = [i for i in need if i not in row]
   if missing:
-    raise StrategyError(f"{name}: stats has no row for cases {missing[:10]}"
-                        f"{' ...' if len(missing) > 10 else ''}")
+    raise StrategyError(
+      f"{name}: stats has no row for cases {missing[:10]}{' ...' if len(missing) > 10 else ''}"
+    )
   absent = [k for k in (*keys, *labeled_keys) if k not in stats]
   if absent:
     raise StrategyError(f"{name}: stats lacks keys {absent} (has {sorted(stats)})")
@@ -127,6 +151,7 @@ def check_inputs(name: str, stats: Mapping, pool: Pool, budget: int, keys: Seque
 
 
 # ---- shared selection helpers ------------------------------------------------------------
+
 
 def top(scores: np.ndarray, k: int, highest: bool = True) -> np.ndarray:
   """Indices of the k highest (or lowest) scores; ties keep pool order (stable)."""

@@ -1,7 +1,8 @@
 """Core-set (k-center greedy) and BADGE (gradient embeddings + k-means++ seeding)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import pairwise_distances

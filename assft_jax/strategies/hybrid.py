@@ -1,4 +1,5 @@
 """Hybrid medical-segmentation baselines: SANN, UGTST, CUP (DESIGN.md §2 table)."""
+
 from __future__ import annotations
 
 import warnings
@@ -30,8 +31,9 @@ def max_cover(sim: np.ndarray, k: int) -> list[int]:
 
 
 @register("sann", keys=("entropy", "emb_r"))
-def sann(table: Table, budget: int, rng: np.random.Generator, *, sann_pool: int = 2,
-         **ctx) -> np.ndarray:
+def sann(
+  table: Table, budget: int, rng: np.random.Generator, *, sann_pool: int = 2, **ctx
+) -> np.ndarray:
   """Suggestive annotation (Yang et al. 2017), per case: the top `sann_pool`·N_B by mean
   entropy, then greedy max-cover of all unlabeled cases (excluded ones included: they
   still need representing) by cosine similarity of E^(r) embeddings."""
@@ -47,8 +49,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 @register("ugtst", keys=("ugtst", "emb_r"))
-def ugtst(table: Table, budget: int, rng: np.random.Generator, *, ugtst_pool: int = 4,
-          **ctx) -> np.ndarray:
+def ugtst(
+  table: Table, budget: int, rng: np.random.Generator, *, ugtst_pool: int = 4, **ctx
+) -> np.ndarray:
   """UGTST (Luo et al. 2024), per case: the top `ugtst_pool`·N_B by u (kernels.ugtst_score),
   KMeans(N_B) on their unit-normalised E^(r) embeddings (Euclidean on unit vectors ~
   cosine), and per cluster the member nearest its centroid. A cluster left empty (only
@@ -66,13 +69,14 @@ def ugtst(table: Table, budget: int, rng: np.random.Generator, *, ugtst_pool: in
       d = np.linalg.norm(x[members] - km.cluster_centers_[c], axis=1)
       picks.append(int(members[np.argmin(d)]))
   rest = [i for i in range(len(cand)) if i not in set(picks)]  # cand is u-descending
-  picks += rest[:budget - len(picks)]
+  picks += rest[: budget - len(picks)]
   return cand[np.asarray(picks)]
 
 
 @register("cup", keys=("usum", "fg_frac"))
-def cup(table: Table, budget: int, rng: np.random.Generator, *, cup_pool: int = 2,
-        **ctx) -> np.ndarray:
+def cup(
+  table: Table, budget: int, rng: np.random.Generator, *, cup_pool: int = 2, **ctx
+) -> np.ndarray:
   """CUP (Wang et al. 2024b) cascade as in its official code: the top `cup_pool`·N_B by
   summed voxel entropy, then the top N_B by predicted foreground fraction. (The paper's
   text says "low uncertainty"; DESIGN.md §2 follows the code.)"""

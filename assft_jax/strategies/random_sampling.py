@@ -1,4 +1,5 @@
 """RAND and FG-RAND (nnActive's foreground-aware random)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,13 +16,14 @@ def random(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.nda
 
 
 @register("fg_random", keys=("fg_frac",))
-def fg_random(table: Table, budget: int, rng: np.random.Generator, *,
-              fg_min_frac: float = FG_MIN_FRAC, **ctx) -> np.ndarray:
+def fg_random(
+  table: Table, budget: int, rng: np.random.Generator, *, fg_min_frac: float = FG_MIN_FRAC, **ctx
+) -> np.ndarray:
   """Uniform among cases whose predicted foreground covers >= `fg_min_frac` of the
   volume (ctx flag, default 1 %). If fewer than `budget` qualify, all of them are
   taken and the rest is drawn uniformly from the other cases (so the budget is met)."""
   fg = table.get("fg_frac") >= fg_min_frac
   ok, rest = np.flatnonzero(fg), np.flatnonzero(~fg)
   first = rng.permutation(ok)[:budget]
-  fill = rng.permutation(rest)[:budget - len(first)]
+  fill = rng.permutation(rest)[: budget - len(first)]
   return np.concatenate([first, fill])

@@ -1,7 +1,8 @@
 """Selective semi-supervised selection (paper §3.3) and the §3.4 exclusion rule."""
+
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -15,8 +16,9 @@ def n_su(n_b: int, r: int, n_unlabeled: int) -> int:
   return int(max(0, min(n_b * r, n_unlabeled)))
 
 
-def select_reliable(stats: Mapping, pool: Pool, n_su: int,
-                    tau_c: float = 1.0) -> tuple[list[str], int]:
+def select_reliable(
+  stats: Mapping, pool: Pool, n_su: int, tau_c: float = 1.0
+) -> tuple[list[str], int]:
   """Picks the N_SU unlabeled cases to pseudo-label. Returns (ids, K).
 
   1. C (stats["conf"], Eq. 17-22) over T_u = pool.unlabeled (excluded cases included:
@@ -36,8 +38,9 @@ def select_reliable(stats: Mapping, pool: Pool, n_su: int,
   if n == 0:
     return [], 0
   everything = Pool(labeled=pool.labeled, unlabeled=pool.unlabeled)  # no exclusion here
-  table, _ = check_inputs("select_reliable", stats, everything, n, ("conf", "emb_r"),
-                          ("emb_r",), allow_all=False)
+  table, _ = check_inputs(
+    "select_reliable", stats, everything, n, ("conf", "emb_r"), ("emb_r",), allow_all=False
+  )
   conf = np.asarray(table.get("conf"), np.float64)
   k = assft.n_candidates(n, float(conf.mean()), tau_c, len(conf))
   cand = top(conf, k)

@@ -1,4 +1,5 @@
 """ENPY, LCON, MMAR: per-case mean voxel uncertainty, top of the ranking."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,7 @@ def entropy(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.nd
 
 
 @register("least_confidence", keys=("lc",))
-def least_confidence(table: Table, budget: int, rng: np.random.Generator,
-                     **ctx) -> np.ndarray:
+def least_confidence(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
   """LCON: highest mean voxel (1 - max p)."""
   return top(table.get("lc"), budget)
 

@@ -13,6 +13,7 @@ Command: `python -m experiments.bench engine` or `python -m experiments.benchmar
   named "ratio") and RSS growth after the first
   (compiling) case (goal: flat).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,7 @@ ARCH = dict(init_filters=8, in_channels=1, out_channels=2, blocks_down=(1, 2, 2,
 
 def _jax_model():
   from assft_jax.models import SegResNetDS, init_variables
+
   module = SegResNetDS(**ARCH)
   return module, init_variables(module, jax.random.key(0), 16)
 
@@ -38,6 +40,7 @@ def _jax_model():
 def _torch_model():
   import torch
   from monai.networks.nets import SegResNetDS as TorchSegResNetDS
+
   torch.manual_seed(0)
   return TorchSegResNetDS(spatial_dims=3, **ARCH)
 
@@ -53,6 +56,7 @@ def paired(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
   """Medians of fn_a and fn_b timed alternately (the machine is shared: interleaving
   exposes both to the same load). fn_b None -> (median of fn_a, None)."""
   import statistics
+
   for _ in range(warmup):
     block(fn_a())
     if fn_b is not None:
@@ -67,6 +71,7 @@ def paired(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
 
 def infer_rows(size: int, roi: int, repeats: int) -> list[dict]:
   from assft_jax.engine import sliding_window_predict
+
   module, variables = _jax_model()
   image = np.random.default_rng(1).normal(size=(size,) * 3 + (1,)).astype(np.float32)
 
@@ -77,6 +82,7 @@ def infer_rows(size: int, roi: int, repeats: int) -> list[dict]:
   try:
     import torch
     from monai.inferers import sliding_window_inference
+
     net = _torch_model().eval()
     x = torch.from_numpy(image[..., 0])[None, None]
 
@@ -91,20 +97,27 @@ def infer_rows(size: int, roi: int, repeats: int) -> list[dict]:
 
 def overhead_rows(size: int, n_cases: int, repeats: int) -> list[dict]:
   from assft_jax.engine import score_pass, sliding_window_predict
+
   module, variables = _jax_model()
   rng = np.random.default_rng(2)
-  vols = {f"c{i}": rng.normal(size=(size,) * 3 + (1,)).astype(np.float32)
-          for i in range(n_cases)}
+  vols = {f"c{i}": rng.normal(size=(size,) * 3 + (1,)).astype(np.float32) for i in range(n_cases)}
   ids = list(vols)
 
   def plain():
-    return [jnp.argmax(sliding_window_predict(module, variables, vols[i], size), -1)
-            for i in ids]
+    return [jnp.argmax(sliding_window_predict(module, variables, vols[i], size), -1) for i in ids]
 
   score_s, plain_s = paired(
-      lambda: score_pass(module, variables, vols, ids, roi=size, r=1, R=5), plain, 1, repeats)
-  return [row(f"score_pass_overhead {n_cases}x{size}^3", score_s, "plain sliding_window",
-              plain_s, note="goal ratio <= 1.1")]
+    lambda: score_pass(module, variables, vols, ids, roi=size, r=1, R=5), plain, 1, repeats
+  )
+  return [
+    row(
+      f"score_pass_overhead {n_cases}x{size}^3",
+      score_s,
+      "plain sliding_window",
+      plain_s,
+      note="goal ratio <= 1.1",
+    )
+  ]
 
 
 class LazyVolumes(Mapping):
@@ -117,7 +130,8 @@ class LazyVolumes(Mapping):
 
   def __getitem__(self, cid):
     import psutil
-    self.rss.append(psutil.Process().memory_info().rss / 2 ** 20)
+
+    self.rss.append(psutil.Process().memory_info().rss / 2**20)
     seed = int(cid[1:])
     return np.random.default_rng(seed).normal(size=(self.size,) * 3 + (1,)).astype(np.float32)
 
@@ -159,16 +173,28 @@ def rss_rows(size: int) -> list[dict]:
   (Observed at 64^3: RSS settles within ~10 cases and then stays flat.)"""
   res = {}
   for n in (8, 32):
-    proc = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(n), str(size)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+      [sys.executable, "-c", _RSS_SCRIPT, str(n), str(size)],
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     res[n] = json.loads(proc.stdout.strip().splitlines()[-1])
   grow = {n: max(r["rss"][1:]) - r["rss"][1] for n, r in res.items()}
-  return [{"name": f"score_pass_rss {size}^3 8 vs 32 cases", "jax_s": float("nan"),
-           "peak8_mb": res[8]["peak_mb"], "peak32_mb": res[32]["peak_mb"],
-           "growth8_mb": grow[8], "growth32_mb": grow[32],
-           "end8_mb": res[8]["rss"][-1], "end32_mb": res[32]["rss"][-1],
-           "peak32_over_peak8": res[32]["peak_mb"] / res[8]["peak_mb"],
-           "note": "goal: flat (peak ratio ~ 1, growth ~ 0)"}]
+  return [
+    {
+      "name": f"score_pass_rss {size}^3 8 vs 32 cases",
+      "jax_s": float("nan"),
+      "peak8_mb": res[8]["peak_mb"],
+      "peak32_mb": res[32]["peak_mb"],
+      "growth8_mb": grow[8],
+      "growth32_mb": grow[32],
+      "end8_mb": res[8]["rss"][-1],
+      "end32_mb": res[32]["rss"][-1],
+      "peak32_over_peak8": res[32]["peak_mb"] / res[8]["peak_mb"],
+      "note": "goal: flat (peak ratio ~ 1, growth ~ 0)",
+    }
+  ]
 
 
 def run(quick: bool) -> list[dict]:

@@ -6,23 +6,30 @@ loss are left out (they are < 2 % here). The "s2d" rewrite multiplies some zero 
 the GFLOP/s of both impls are reported against the same useful work. A train step is
 counted as 3x the forward (forward + input grad + weight grad), the usual convention.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 
 def _conv(cin: int, cout: int, k: int, voxels: int) -> int:
-  return 2 * k ** 3 * cin * cout * voxels
+  return 2 * k**3 * cin * cout * voxels
 
 
-def segresnet_forward_flops(init_filters: int, in_channels: int, out_channels: int,
-                            blocks_down: Sequence[int], batch: int, size: int,
-                            dsdepth: int = 1) -> int:
+def segresnet_forward_flops(
+  init_filters: int,
+  in_channels: int,
+  out_channels: int,
+  blocks_down: Sequence[int],
+  batch: int,
+  size: int,
+  dsdepth: int = 1,
+) -> int:
   """FLOPs of one forward of SegResNetDS on [batch, size^3, in_channels] (isotropic,
   blocks_up all 1, like the model's default)."""
   levels = len(blocks_down)
-  vox = [batch * (size // 2 ** lvl) ** 3 for lvl in range(levels)]
-  ch = [init_filters * 2 ** lvl for lvl in range(levels)]
+  vox = [batch * (size // 2**lvl) ** 3 for lvl in range(levels)]
+  ch = [init_filters * 2**lvl for lvl in range(levels)]
   total = _conv(in_channels, ch[0], 3, vox[0])  # conv_init
   for lvl, n_blocks in enumerate(blocks_down):
     total += n_blocks * 2 * _conv(ch[lvl], ch[lvl], 3, vox[lvl])

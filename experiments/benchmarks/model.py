@@ -15,6 +15,7 @@ so they share the machine's load. The JAX calls run under `jax.transfer_guard("d
 `compiles` = the jitted function's cache size after all calls (1 = no recompile).
 gflops / ref_gflops = analytic conv FLOPs (flops.py) / median time.
 """
+
 from __future__ import annotations
 
 import gc
@@ -45,6 +46,7 @@ def _guarded(fn):
   def call():
     with jax.transfer_guard("disallow"):
       return fn()
+
   return call
 
 
@@ -53,6 +55,7 @@ def _jax_fns(impl: str, filters: int, x: np.ndarray, y: np.ndarray):
   from assft_jax.engine import create_state, make_mesh, make_optimizer, make_train_step
   from assft_jax.engine.train import shard_batch
   from assft_jax.models import SegResNetDS, init_variables
+
   module = SegResNetDS(**ARCH, init_filters=filters, conv_impl=impl)
   variables = jax.device_put(init_variables(module, jax.random.key(0)))
   forward = jax.jit(lambda v, a: module.apply(v, a))
@@ -77,6 +80,7 @@ def _torch_fns(filters: int, x: np.ndarray, y: np.ndarray):
   import torch
   from monai.losses import DiceCELoss
   from monai.networks.nets import SegResNetDS as TorchNet
+
   torch.manual_seed(0)
   net = TorchNet(spatial_dims=3, **ARCH, init_filters=filters)
   opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-5)
@@ -116,8 +120,9 @@ def _interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
   return {k: statistics.median(v) for k, v in times.items()}, first
 
 
-def _config_rows(filters: int, size: int, repeats: int, native_rate: dict | None,
-                 have_torch: bool) -> tuple[list[dict], dict]:
+def _config_rows(
+  filters: int, size: int, repeats: int, native_rate: dict | None, have_torch: bool
+) -> tuple[list[dict], dict]:
   """Rows of one (init_filters, size); returns the native FLOP rates it measured."""
   x, y = _data(size)
   fl = segresnet_forward_flops(filters, batch=BATCH, size=size, **ARCH)
@@ -143,20 +148,41 @@ def _config_rows(filters: int, size: int, repeats: int, native_rate: dict | None
     med, first = _interleaved(fns[op], repeats)
     ref_s = med.get("torch")
     for impl in impls:
-      extra = dict(op=op, shape=shape, init_filters=filters, conv_impl=impl,
-                   gflops=flops[op] / med[impl] / 1e9, first_call_s=first[impl],
-                   compiles=compiles[impl]()[op])
+      extra = dict(
+        op=op,
+        shape=shape,
+        init_filters=filters,
+        conv_impl=impl,
+        gflops=flops[op] / med[impl] / 1e9,
+        first_call_s=first[impl],
+        compiles=compiles[impl]()[op],
+      )
       if ref_s is not None:
         extra["ref_gflops"] = flops[op] / ref_s / 1e9
-      rows.append(row(f"{op} if{filters} {size}^3 {impl}", med[impl],
-                      "monai" if ref_s is not None else None, ref_s, **extra))
+      rows.append(
+        row(
+          f"{op} if{filters} {size}^3 {impl}",
+          med[impl],
+          "monai" if ref_s is not None else None,
+          ref_s,
+          **extra,
+        )
+      )
       if impl == "native":
         rates[op] = flops[op] / med[impl]
     for impl, est in skipped.items():
-      rows.append(row(f"{op} if{filters} {size}^3 {impl}", float("nan"), op=op,
-                      shape=shape, init_filters=filters, conv_impl=impl,
-                      note=f"skipped: est. train step {est:.0f} s > {NATIVE_BUDGET_S:.0f} s "
-                           "budget at the native rate measured at the smallest config"))
+      rows.append(
+        row(
+          f"{op} if{filters} {size}^3 {impl}",
+          float("nan"),
+          op=op,
+          shape=shape,
+          init_filters=filters,
+          conv_impl=impl,
+          note=f"skipped: est. train step {est:.0f} s > {NATIVE_BUDGET_S:.0f} s "
+          "budget at the native rate measured at the smallest config",
+        )
+      )
   del fns
   gc.collect()
   return rows, rates
@@ -164,8 +190,9 @@ def _config_rows(filters: int, size: int, repeats: int, native_rate: dict | None
 
 def run(quick: bool) -> list[dict]:
   try:
-    import torch  # noqa: F401
     import monai  # noqa: F401
+    import torch  # noqa: F401
+
     have_torch = True
   except ImportError:
     have_torch = False
@@ -181,4 +208,5 @@ def run(quick: bool) -> list[dict]:
 
 if __name__ == "__main__":
   from experiments.bench import print_table
+
   print_table(run("--quick" in sys.argv))

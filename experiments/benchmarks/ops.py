@@ -9,6 +9,7 @@ Per op, JAX "s2d" (the CPU default) vs torch on the same CPU, round-robin median
 Ops: Conv3 (3x3x3, stride 1), DownConv (stride 2), UpConv (ConvTranspose k3 s2),
 BatchNorm (train mode) + ReLU. gflops = analytic conv FLOPs / time (x3 for fwdbwd).
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,22 +25,49 @@ from experiments.benchmarks.timing import row
 def _specs(size: int) -> list[tuple]:
   """(name, module factory, torch factory, input shape NDHWC, out channels, flops)."""
   import torch
+
   from assft_jax.models.layers import BatchNorm, Conv3, DownConv, UpConv
+
   h = size // 2
-  v0, v1 = 2 * size ** 3, 2 * h ** 3
+  v0, v1 = 2 * size**3, 2 * h**3
   return [
-      ("conv3 32->32 L0", lambda: Conv3(32, "s2d"), lambda: torch.nn.Conv3d(
-          32, 32, 3, padding=1, bias=False), (2, size, size, size, 32), 2 * 27 * 32 * 32 * v0),
-      ("conv3 64->64 L1", lambda: Conv3(64, "s2d"), lambda: torch.nn.Conv3d(
-          64, 64, 3, padding=1, bias=False), (2, h, h, h, 64), 2 * 27 * 64 * 64 * v1),
-      ("down 32->64 L0->L1", lambda: DownConv(64, "s2d"), lambda: torch.nn.Conv3d(
-          32, 64, 3, stride=2, padding=1, bias=False), (2, size, size, size, 32),
-       2 * 27 * 32 * 64 * v1),
-      ("up 64->32 L1->L0", lambda: UpConv(32, "s2d"), lambda: torch.nn.ConvTranspose3d(
-          64, 32, 3, stride=2, padding=1, output_padding=1, bias=False), (2, h, h, h, 64),
-       2 * 27 * 64 * 32 * v1),
-      ("batchnorm+relu 32 L0 (train)", BatchNorm, lambda: torch.nn.Sequential(
-          torch.nn.BatchNorm3d(32), torch.nn.ReLU()), (2, size, size, size, 32), 0),
+    (
+      "conv3 32->32 L0",
+      lambda: Conv3(32, "s2d"),
+      lambda: torch.nn.Conv3d(32, 32, 3, padding=1, bias=False),
+      (2, size, size, size, 32),
+      2 * 27 * 32 * 32 * v0,
+    ),
+    (
+      "conv3 64->64 L1",
+      lambda: Conv3(64, "s2d"),
+      lambda: torch.nn.Conv3d(64, 64, 3, padding=1, bias=False),
+      (2, h, h, h, 64),
+      2 * 27 * 64 * 64 * v1,
+    ),
+    (
+      "down 32->64 L0->L1",
+      lambda: DownConv(64, "s2d"),
+      lambda: torch.nn.Conv3d(32, 64, 3, stride=2, padding=1, bias=False),
+      (2, size, size, size, 32),
+      2 * 27 * 32 * 64 * v1,
+    ),
+    (
+      "up 64->32 L1->L0",
+      lambda: UpConv(32, "s2d"),
+      lambda: torch.nn.ConvTranspose3d(
+        64, 32, 3, stride=2, padding=1, output_padding=1, bias=False
+      ),
+      (2, h, h, h, 64),
+      2 * 27 * 64 * 32 * v1,
+    ),
+    (
+      "batchnorm+relu 32 L0 (train)",
+      BatchNorm,
+      lambda: torch.nn.Sequential(torch.nn.BatchNorm3d(32), torch.nn.ReLU()),
+      (2, size, size, size, 32),
+      0,
+    ),
   ]
 
 
@@ -68,10 +96,12 @@ def _jax_op(make, shape):
 
 def _torch_op(make, shape):
   import torch
+
   net = make()
   net.train()
-  x = torch.from_numpy(np.moveaxis(np.random.default_rng(0).standard_normal(shape)
-                                   .astype(np.float32), -1, 1).copy()).requires_grad_()
+  x = torch.from_numpy(
+    np.moveaxis(np.random.default_rng(0).standard_normal(shape).astype(np.float32), -1, 1).copy()
+  ).requires_grad_()
   with torch.no_grad():
     g = torch.randn_like(net(x))
 
@@ -94,16 +124,28 @@ def run(quick: bool) -> list[dict]:
   for name, make_j, make_t, shape, flops in _specs(size):
     jf, jg = _jax_op(make_j, shape)
     tf, tg = _torch_op(make_t, shape)
-    for kind, fns, fl in (("fwd", {"jax": jf, "torch": tf}, flops),
-                          ("fwdbwd", {"jax": jg, "torch": tg}, 3 * flops)):
+    for kind, fns, fl in (
+      ("fwd", {"jax": jf, "torch": tf}, flops),
+      ("fwdbwd", {"jax": jg, "torch": tg}, 3 * flops),
+    ):
       med, _ = _interleaved(fns, repeats)
-      extra = {"gflops": fl / med["jax"] / 1e9, "ref_gflops": fl / med["torch"] / 1e9} \
-          if fl else {}
-      rows.append(row(f"{kind} {name}", med["jax"], "torch", med["torch"], op=kind,
-                      shape="x".join(map(str, shape)), conv_impl="s2d", **extra))
+      extra = {"gflops": fl / med["jax"] / 1e9, "ref_gflops": fl / med["torch"] / 1e9} if fl else {}
+      rows.append(
+        row(
+          f"{kind} {name}",
+          med["jax"],
+          "torch",
+          med["torch"],
+          op=kind,
+          shape="x".join(map(str, shape)),
+          conv_impl="s2d",
+          **extra,
+        )
+      )
   return rows
 
 
 if __name__ == "__main__":
   from experiments.bench import print_table
+
   print_table(run("--quick" in sys.argv))

@@ -17,6 +17,7 @@ The timed steps run under `jax.transfer_guard("disallow")` on a pre-sharded batc
 Virtual devices share the same CPU cores, so this measures the sharding overhead and
 checks the numbers, not a speed-up.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,11 +74,15 @@ print(json.dumps({"devices": len(jax.devices()), "loss": losses, "gnorm": gnorms
 
 def _one(n: int, size: int, out: Path) -> dict:
   root = Path(__file__).resolve().parents[2]
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
-             JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(size), str(out)], env=env,
-                        capture_output=True, text=True)
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", _SCRIPT, str(size), str(out)], env=env, capture_output=True, text=True
+  )
   if proc.returncode:
     raise RuntimeError(f"scaling run with {n} devices failed:\n{proc.stderr[-2000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -97,22 +102,36 @@ def run(quick: bool) -> list[dict]:
         with np.load(str(out).replace(".npz", "_rev.npz")) as z:
           rev = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
         d = [np.abs(a - b) for a, b in zip(rev, params)]
-        rows.append({"name": f"noise floor: 1 dev, batch order reversed 4x{size}^3",
-                     "jax_s": float("nan"), "max_dparams": max(float(x.max()) for x in d),
-                     "frac_dparams_gt_1e-5": float(sum((x > 1e-5).sum() for x in d)
-                                                   / sum(x.size for x in d))})
+        rows.append(
+          {
+            "name": f"noise floor: 1 dev, batch order reversed 4x{size}^3",
+            "jax_s": float("nan"),
+            "max_dparams": max(float(x.max()) for x in d),
+            "frac_dparams_gt_1e-5": float(
+              sum((x > 1e-5).sum() for x in d) / sum(x.size for x in d)
+            ),
+          }
+        )
       dp = [np.abs(a - b) for a, b in zip(params, base[1])]
       b0 = base[0]
-      rows.append({"name": f"train_step {n} dev 4x{size}^3", "jax_s": r["step_s"],
-                   "ref": "1 device", "ref_s": b0["step_s"],
-                   "ratio": r["step_s"] / b0["step_s"], "devices": r["devices"],
-                   "compiles": r["compiles"],
-                   "dloss_step1": abs(r["loss"][0] - b0["loss"][0]),
-                   "dloss_step2": abs(r["loss"][1] - b0["loss"][1]),
-                   "rel_dgnorm_step1": abs(r["gnorm"][0] / b0["gnorm"][0] - 1),
-                   "max_dparams": max(float(d.max()) for d in dp),
-                   "frac_dparams_gt_1e-5": float(sum((d > 1e-5).sum() for d in dp)
-                                                 / sum(d.size for d in dp))})
+      rows.append(
+        {
+          "name": f"train_step {n} dev 4x{size}^3",
+          "jax_s": r["step_s"],
+          "ref": "1 device",
+          "ref_s": b0["step_s"],
+          "ratio": r["step_s"] / b0["step_s"],
+          "devices": r["devices"],
+          "compiles": r["compiles"],
+          "dloss_step1": abs(r["loss"][0] - b0["loss"][0]),
+          "dloss_step2": abs(r["loss"][1] - b0["loss"][1]),
+          "rel_dgnorm_step1": abs(r["gnorm"][0] / b0["gnorm"][0] - 1),
+          "max_dparams": max(float(d.max()) for d in dp),
+          "frac_dparams_gt_1e-5": float(
+            sum((d > 1e-5).sum() for d in dp) / sum(d.size for d in dp)
+          ),
+        }
+      )
   return rows
 
 

@@ -7,6 +7,7 @@ Rows: the jitted `reduce_case_stats` vs the same statistics in vectorised numpy 
 10,000, F = 512 (goal <= 2 s), vs a direct O(N^2) numpy formula at N = 1,000; and the
 select time of the heavier strategies at N = 2,000.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,11 +30,16 @@ def _numpy_stats(p: np.ndarray, tau: float) -> dict[str, np.ndarray]:
   flat = p.reshape(n, -1, c)
   fg = flat.argmax(-1) != 0
   pmax_fg = flat[..., 1:].max(-1)
-  out = {"entropy": h.mean(1), "lc": (1 - flat.max(-1)).mean(1), "margin": marg.mean(1),
-         "asd": np.where(flat[..., 0] / tau < pmax_fg, h, 0).mean(1),
-         "asd_tau1": np.where(flat[..., 0] < pmax_fg, h, 0).mean(1),
-         "conf": np.where(fg, marg, 0).sum(1) / np.maximum(fg.sum(1), 1),
-         "fg_frac": fg.mean(1), "usum": h.sum(1)}
+  out = {
+    "entropy": h.mean(1),
+    "lc": (1 - flat.max(-1)).mean(1),
+    "margin": marg.mean(1),
+    "asd": np.where(flat[..., 0] / tau < pmax_fg, h, 0).mean(1),
+    "asd_tau1": np.where(flat[..., 0] < pmax_fg, h, 0).mean(1),
+    "conf": np.where(fg, marg, 0).sum(1) / np.maximum(fg.sum(1), 1),
+    "fg_frac": fg.mean(1),
+    "usum": h.sum(1),
+  }
   u = []
   for hi in h:
     counts, edges = np.histogram(hi, bins=100, range=(0, math.log(c)))
@@ -75,19 +81,24 @@ def run(quick: bool) -> list[dict]:
   tau = kernels.temperature(1, 5)
   jt = median_time(lambda: kernels.reduce_case_stats(p, 1, 5))
   nt = median_time(lambda: _numpy_stats(p, tau), warmup=1, repeats=3)
-  rows.append(row(f"reduce_case_stats [{n},{'x'.join(map(str, shape))},{c}]", jt,
-                  "numpy float32", nt))
+  rows.append(
+    row(f"reduce_case_stats [{n},{'x'.join(map(str, shape))},{c}]", jt, "numpy float32", nt)
+  )
 
   rng = np.random.default_rng(0)
   for n_emb in (1_000, 10_000):
     e0 = rng.normal(size=(n_emb, 512)).astype(np.float32)
     er = (e0 + 0.3 * rng.normal(size=e0.shape)).astype(np.float32)
-    t = median_time(lambda: assft.dkd(e0, er), warmup=1, repeats=3)
+    t = median_time(lambda e0=e0, er=er: assft.dkd(e0, er), warmup=1, repeats=3)
     extra = {}
     if n_emb == 1_000:
       k = assft.pakd(e0, er)
-      extra = {"ref": "O(N^2) numpy PD", "ref_s": median_time(
-          lambda: k * _pd_direct(e0.astype(np.float64), k), warmup=1, repeats=3)}
+      extra = {
+        "ref": "O(N^2) numpy PD",
+        "ref_s": median_time(
+          lambda e0=e0, k=k: k * _pd_direct(e0.astype(np.float64), k), warmup=1, repeats=3
+        ),
+      }
       extra["ratio"] = t / extra["ref_s"]
     rows.append(row(f"dkd N={n_emb} F=512 (goal <= 2 s)", t, **extra))
 
@@ -98,14 +109,21 @@ def run(quick: bool) -> list[dict]:
 
   n_s = 2_000 if not quick else 500
   ids = [f"c{i}" for i in range(n_s)]
-  stats = {"ids": ids, "emb_0": rng.normal(size=(n_s, 512)),
-           "emb_r": rng.normal(size=(n_s, 512)), "badge": rng.normal(size=(n_s, 128))}
+  stats = {
+    "ids": ids,
+    "emb_0": rng.normal(size=(n_s, 512)),
+    "emb_r": rng.normal(size=(n_s, 512)),
+    "badge": rng.normal(size=(n_s, 128)),
+  }
   for k in ("entropy", "asd", "ugtst"):
     stats[k] = rng.random(n_s)
   pool = Pool(labeled={i: 0 for i in ids[:10]}, unlabeled=tuple(ids[10:]))
   for name in ("coreset", "badge", "sann", "ugtst", "dkd_asd"):
-    t = median_time(lambda: strategies.get(name).select(
-        stats, pool, 50, np.random.default_rng(0)), warmup=1, repeats=3)
+    t = median_time(
+      lambda name=name: strategies.get(name).select(stats, pool, 50, np.random.default_rng(0)),
+      warmup=1,
+      repeats=3,
+    )
     rows.append(row(f"select {name} N={n_s} budget=50", t))
   return rows
 

@@ -1,15 +1,18 @@
 """Median wall time after warm-up; the one timer every benchmark section uses."""
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def block(x: Any) -> Any:
   """Waits for JAX arrays (and torch is synchronous on CPU); returns x."""
   try:
     import jax
+
     jax.block_until_ready(x)
   except Exception:  # not a JAX pytree: nothing to wait for
     pass
@@ -28,8 +31,9 @@ def median_time(fn: Callable[[], Any], warmup: int = 2, repeats: int = 5) -> flo
   return statistics.median(times)
 
 
-def row(name: str, jax_s: float, ref: str | None = None, ref_s: float | None = None,
-        **extra) -> dict:
+def row(
+  name: str, jax_s: float, ref: str | None = None, ref_s: float | None = None, **extra
+) -> dict:
   """One table row; `ratio` is JAX time / reference time (lower is better)."""
   r = {"name": name, "jax_s": jax_s}
   if ref is not None and ref_s is not None:

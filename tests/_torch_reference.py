@@ -3,6 +3,7 @@
 MONAI networks with random weights *and* non-trivial norm parameters / running stats, so
 that a wrong BatchNorm mapping (mean/var swapped, eps, momentum) cannot pass by accident.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +14,7 @@ TOL = 1e-4  # max abs, float32 (issue #2); never loosened
 def randomise(net, seed: int = 0):
   """Random norm affine params and running stats (in place); returns net."""
   import torch
+
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in net.named_parameters():
@@ -34,6 +36,7 @@ def monai_net(kind: str, seed: int = 0, **kw):
   """Randomised MONAI SegResNetDS ("segresnet") or SegResEncoder ("encoder"), eval mode."""
   import torch
   from monai.networks.nets.segresnet_ds import SegResEncoder, SegResNetDS
+
   torch.manual_seed(seed)
   cls = SegResNetDS if kind == "segresnet" else SegResEncoder
   return randomise(cls(spatial_dims=3, **kw), seed + 1).eval()

@@ -1,4 +1,5 @@
 """Shared helpers of the engine tests (no tests here): phantoms and cheap variables."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
