@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
   os.close(fd)
   tmp = Path(tmp)
+  os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is a normal file
   try:
     yield tmp
     os.replace(tmp, path)
@@ -58,22 +60,32 @@ def write_npz(path: Path | str, arrays: dict[str, np.ndarray], compressed: bool 
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path | str) -> Iterator[Path]:
-  """Yields a fresh temp folder beside `path`; on success it replaces `path` whole.
+def atomic_dir(path: Path | str, replace: bool = True) -> Iterator[Path]:
+  """Yields a fresh temp folder beside `path`; on success it becomes `path` whole.
 
-  An existing `path` is moved aside first and removed only after the new one is in
-  place, so a kill leaves the old folder, the new one, or (between the two renames) the
-  old one under a `.old` name that `atomic_dir` clears next time. Stale temp folders of
-  killed writers are never read: their names start with a dot and end in `.tmp`.
+  replace=True (a checkpoint): an existing `path` is moved aside first and removed only
+  after the new one is in place, so a kill leaves the old folder, the new one, or
+  (between the two renames) the old one under a `.old` name that the next call clears.
+  replace=False (a content-keyed cache entry): the first writer wins; a folder that
+  another process finished first is kept and this one is dropped, so a reader never
+  sees the entry missing.
+  Stale temp folders of killed writers are never read: their names start with a dot
+  and end in `.tmp`.
   """
-  import shutil
-
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+  os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a shared cache must stay readable
   old = path.with_name(f".{path.name}.old")
   try:
     yield tmp
+    if not replace:
+      try:
+        os.rename(tmp, path)
+      except OSError:
+        if not path.is_dir():
+          raise
+      return
     if old.exists():
       shutil.rmtree(old)
     if path.exists():
@@ -82,3 +94,10 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+  """The process umask (read by setting it and putting it back)."""
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask

@@ -1,4 +1,14 @@
-"""One typed, frozen config for a run, built from absl flags (STYLE.md §3).
+"""One typed, frozen config for a run, and the one declaration of every run flag (STYLE.md §3).
+
+Each field below is declared once, with `option(default, help=..., choices=...)`.
+`assft_jax.flags` defines one absl flag per field, named as the field, whose kind follows
+the field's type (str, int, float, bool; a str with choices is an enum; tuple[T, ...] is
+a comma list of T), builds the RunConfig back from the parsed flags, and `validate`
+checks the same choices. A new setting is one new field here.
+
+The help sits in the field's metadata rather than in an attribute docstring read back
+with `ast`: `dataclasses.fields` sees it at run time without this file's source, and one
+call declares the help and the choices together.
 
 `RunConfig.to_json()` is what lands in `workdir/config.json`; a rerun compares the
 two and refuses a workdir that holds another config, naming the flags that differ.
@@ -7,101 +17,167 @@ two and refuses a workdir that holds another config, naming the flags that diffe
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from assft_jax.errors import AssftError
 
+BOUNDS = ("lower_bound", "upper_bound")
+"""The runs that bound an AL comparison (--lower_bound, --upper_bound): their `al.mode`
+and the name their summary and the report give them."""
+
 
 class ConfigError(AssftError, ValueError):
   """A flag value that cannot run; the message names the flag."""
 
 
+def option(
+  default: Any = dataclasses.MISSING,
+  *,
+  help: str,
+  choices: tuple[str, ...] | None = None,
+  flag: bool = True,
+) -> Any:
+  """A config field declared with its flag's help text (and its choices, for an enum).
+
+  flag=False declares a field that no flag of its own sets (al.mode, which
+  --lower_bound/--upper_bound set).
+  """
+  if not help.strip():
+    raise TypeError("every option needs help text")
+  return dataclasses.field(
+    default=default, metadata={"help": help, "choices": choices, "flag": flag}
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  data_dir: str | None = None
-  """NIfTI dataset root; None means the built-in phantom benchmark."""
-  layout: str = "auto"
-  """auto | msd | flare21 | nnunet | generic (see assft_jax.data.datasets)."""
-  drop_labels: tuple[str, ...] = ()
-  """Class names to merge into background (e.g. AMOS-MRI drops bladder, prostate/uterus)."""
-  include: str | None = None
-  """Regex on case ids: keep only matching cases (AMOS22 keeps CT < 500, MRI >= 500)."""
-  splits: tuple[str, ...] = ("training",)
-  """dataset.json lists to read (AMOS22 has 100 more labeled cases under "validation")."""
-  pipeline: str = "paper"
-  """paper (5-95 pct clip + z-score + fixed crop) | ctfm (HU window to 0..1)."""
-  crop_size: tuple[int, ...] | None = None
-  """Fixed sub-volume per case (paper §4.1); None keeps the whole (cropped) volume."""
-  spacing: tuple[float, ...] | None = None
-  orientation: str | None = None
-  test_fraction: float = 0.2
-  """Held-out test split, never queried (DESIGN §2)."""
-  phantom_domain: str = "mr"
-  phantom_n: int = 40
-  phantom_shape: tuple[int, ...] = (32, 32, 32)
-  phantom_seed: int = 0
+  data_dir: str | None = option(
+    None, help="NIfTI dataset root; default: the built-in phantom benchmark."
+  )
+  layout: str = option(
+    "auto",
+    help="Dataset layout: auto | msd | nnunet | flare21 | atlas | generic "
+    "(see assft_jax.data.datasets).",
+  )
+  drop_labels: tuple[str, ...] = option(
+    (),
+    help="Class names merged into background (AMOS-MRI drops bladder,prostate/uterus).",
+  )
+  include: str | None = option(
+    None,
+    help="Regex on case ids; only matching cases are used (AMOS22: CT ids < 500, MRI >= 500).",
+  )
+  splits: tuple[str, ...] = option(
+    ("training",),
+    help="dataset.json lists to read (msd layout; AMOS22 has 100 more labeled cases "
+    "under 'validation').",
+  )
+  pipeline: str = option(
+    "paper",
+    help="Intensity preprocessing: paper (5-95 pct clip + z-score) or ctfm (HU window to 0..1).",
+    choices=("paper", "ctfm"),
+  )
+  crop_size: tuple[int, ...] | None = option(
+    None,
+    help="Fixed sub-volume D,H,W per case (paper §4.1); default: the whole (cropped) volume.",
+  )
+  spacing: tuple[float, ...] | None = option(
+    None, help="Resample to this spacing (mm), e.g. 1.5,1.5,2; default: as stored."
+  )
+  orientation: str | None = option(None, help="Reorient to RAS or SPL (CT-FM); default: as stored.")
+  test_fraction: float = option(0.2, help="Held-out test split share (never queried).")
+  phantom_domain: str = option("mr", help="Phantom target domain.", choices=("ct", "mr"))
+  phantom_n: int = option(40, help="Phantom target cases.")
+  phantom_shape: tuple[int, ...] = option((32, 32, 32), help="Phantom volume D,H,W.")
+  phantom_seed: int = option(0, help="Phantom generator seed.")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  pretrained: str | None = None
-  """A weights_port output or a pretrain output; None pre-trains on the phantom source domain."""
-  init_filters: int = 8
-  blocks_down: tuple[int, ...] = (1, 2, 2, 4)
-  dsdepth: int = 1
-  norm: str = "batch"
-  conv_impl: str = "auto"
-  source_steps: int = 150
-  """Steps of the phantom source-domain pretraining (only when `pretrained` is None)."""
-  source_lr: float = 3e-3
-  """Peak learning rate of that pretraining."""
+  pretrained: str | None = option(
+    None,
+    help="weights_port or experiments.pretrain output dir; default: the phantom source "
+    "encoder (pre-trained once into the cache).",
+  )
+  init_filters: int = option(8, help="Width of the phantom source encoder.")
+  blocks_down: tuple[int, ...] = option(
+    (1, 2, 2, 4), help="Blocks per level of the phantom source encoder."
+  )
+  dsdepth: int = option(1, help="Deep-supervision heads (1 = none).")
+  norm: str = option("batch", help="Normalisation layers.", choices=("batch", "instance", "group"))
+  conv_impl: str = option(
+    "auto",
+    help="Strided/transposed conv implementation; auto = s2d on CPU.",
+    choices=("auto", "native", "s2d"),
+  )
+  source_steps: int = option(
+    150, help="Steps of the phantom source-encoder pretraining (only without --pretrained)."
+  )
+  source_lr: float = option(3e-3, help="Peak learning rate of that pretraining.")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  epochs_init: int = 100
-  epochs_round: int = 400
-  steps_per_epoch: int = 1
-  """0 means ceil(training cases / batch_size): one pass over the training set."""
-  patch: tuple[int, ...] = (32, 32, 32)
-  batch_size: int = 2
-  lr: float = 1e-4
-  weight_decay: float = 1e-5
-  clip_norm: float | None = None
-  precision: str = "fp32"
-  devices: int = 0
-  """Local devices for data parallelism; 0 means all."""
-  augment: bool = True
-  sw_batch_size: int = 2
+  epochs_init: int = option(100, help="Epochs of the one-shot init (r = 0).")
+  epochs_round: int = option(400, help="Epochs of each fine-tuning stage.")
+  steps_per_epoch: int = option(
+    1, help="Steps per epoch; 0 = ceil(training cases / batch size), one pass over them."
+  )
+  patch: tuple[int, ...] = option((32, 32, 32), help="Training patch and inference window D,H,W.")
+  batch_size: int = option(2, help="Global batch size (split over devices).")
+  lr: float = option(1e-4, help="AdamW peak learning rate (polynomial decay).")
+  weight_decay: float = option(1e-5, help="AdamW weight decay.")
+  clip_norm: float | None = option(None, help="Gradient clipping by global norm; default: off.")
+  precision: str = option("fp32", help="Compute precision.", choices=("fp32", "bf16"))
+  devices: int = option(0, help="Local devices for data parallelism; 0 = all.")
+  augment: bool = option(True, help="Paper §4.2 augmentation during fine-tuning.")
+  sw_batch_size: int = option(2, help="Windows per sliding-window batch.")
 
 
 @dataclasses.dataclass(frozen=True)
 class ALConfig:
-  strategy: str = "assft"
-  ssft: bool = True
-  rounds: int = 5
-  budget: str = "5%"
-  """A percentage of the target pool ("5%") or an absolute count per round ("2")."""
-  init_pick: str = "medoid"
-  tau_c: float = 1.0
-  oracle: str = "ground_truth"
-  labels_dir: str | None = None
-  annotation_dir: str | None = None
-  """Manifest mode: also link the queried images here for the annotators."""
-  mode: str = "al"
-  """al | lower_bound | upper_bound."""
+  strategy: str = option("assft", help="Query strategy (assft, random, entropy, ...).")
+  ssft: bool = option(True, help="Selective semi-supervised fine-tuning (stages 2-3).")
+  rounds: int = option(5, help="AL rounds R.")
+  budget: str = option(
+    "5%", help="Per-round budget: a share of the target pool ('5%') or a count ('2')."
+  )
+  init_pick: str = option(
+    "medoid", help="How the r = 0 case is picked.", choices=("medoid", "random", "first")
+  )
+  tau_c: float = option(1.0, help="Confidence temperature of Eq. 24.")
+  oracle: str = option(
+    "ground_truth",
+    help="Who labels the queries: the ground truth, or annotators through a manifest.",
+    choices=("ground_truth", "manifest"),
+  )
+  labels_dir: str | None = option(None, help="Manifest oracle: where annotators write labels.")
+  annotation_dir: str | None = option(
+    None, help="Manifest oracle: also link the queried images here for the annotators."
+  )
+  mode: str = option(
+    "al",
+    help="An AL run, or a bound (set by --lower_bound / --upper_bound).",
+    choices=("al", *BOUNDS),
+    flag=False,
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-  workdir: str
-  seed: int = 0
-  cache_dir: str | None = None
-  """Phantom data, preprocessed arrays, the source encoder and E0 embeddings; default workdir/cache."""
+  workdir: str = option(help="Where the run writes everything (and resumes from).")
+  seed: int = option(0, help="Seed of the split, the queries and the training.")
+  cache_dir: str | None = option(
+    None,
+    help="Shared cache (phantom data, preprocessed arrays, the source encoder, "
+    "E0 embeddings); default WORKDIR/cache.",
+  )
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
   train: TrainConfig = TrainConfig()
@@ -113,32 +189,89 @@ class RunConfig:
 
   @property
   def strategy_name(self) -> str:
-    return {"lower_bound": "lower_bound", "upper_bound": "upper_bound"}.get(
-      self.al.mode, self.al.strategy
-    )
+    """The run's name in summaries and reports: the strategy, or the bound it measures."""
+    return self.al.mode if self.al.mode in BOUNDS else self.al.strategy
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any]) -> RunConfig:
-    def build(kind, values):
-      fields = {f.name: f for f in dataclasses.fields(kind)}
-      out = {}
-      for k, v in values.items():
-        if k not in fields:
-          continue
-        out[k] = tuple(v) if isinstance(v, list) else v
-      return kind(**out)
+    """The inverse of to_json (lists back to tuples); keys it does not declare are ignored."""
+    return _from_tree(cls, d)
 
-    top = {k: v for k, v in d.items() if k not in ("data", "model", "train", "al")}
-    return cls(
-      **top,
-      data=build(DataConfig, d.get("data", {})),
-      model=build(ModelConfig, d.get("model", {})),
-      train=build(TrainConfig, d.get("train", {})),
-      al=build(ALConfig, d.get("al", {})),
-    )
+
+def _from_tree(cls: type, d: Mapping[str, Any]) -> Any:
+  hints = typing.get_type_hints(cls)
+  values = {}
+  for f in dataclasses.fields(cls):
+    if f.name not in d:
+      continue
+    v = d[f.name]
+    if dataclasses.is_dataclass(hints[f.name]):
+      v = _from_tree(hints[f.name], v)
+    elif isinstance(v, list):
+      v = tuple(v)
+    values[f.name] = v
+  return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+  """One declared field of RunConfig: where it sits and how its flag parses."""
+
+  section: str | None
+  """The RunConfig field that holds it ("data", "model", "train", "al"); None for its own."""
+  name: str
+  """The field's name, which is also its flag's name."""
+  kind: type
+  """str, int, float or bool; for a list, the type of its elements."""
+  is_list: bool
+  """tuple[kind, ...]: a comma-separated list flag."""
+  default: Any
+  """The field's default; None for the required workdir."""
+  help: str
+  choices: tuple[str, ...] | None
+  flag: bool
+
+  def value(self, cfg: RunConfig) -> Any:
+    return getattr(getattr(cfg, self.section) if self.section else cfg, self.name)
+
+
+def _kind(tp: Any) -> tuple[type, bool]:
+  """(element type, is_list) of a field type such as `tuple[int, ...] | None`."""
+  if isinstance(tp, types.UnionType):  # X | None: None is the flag's "unset"
+    (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+  is_list = typing.get_origin(tp) is tuple
+  if is_list:
+    tp, _ = typing.get_args(tp)
+  if tp not in (str, int, float, bool):
+    raise TypeError(f"no flag kind for field type {tp!r}")
+  return tp, is_list
+
+
+@functools.cache
+def options() -> tuple[Option, ...]:
+  """Every declared field of RunConfig, in field order (its own, then data, model, train, al)."""
+  out = []
+
+  def walk(cls: type, section: str | None) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+      if dataclasses.is_dataclass(hints[f.name]):
+        walk(hints[f.name], f.name)
+        continue
+      if "help" not in f.metadata:
+        raise TypeError(f"{cls.__name__}.{f.name}: declare it with option(...)")
+      kind, is_list = _kind(hints[f.name])
+      if f.metadata["choices"] and (kind is not str or is_list):
+        raise TypeError(f"{cls.__name__}.{f.name}: choices need a str field")
+      default = None if f.default is dataclasses.MISSING else f.default
+      meta = {k: f.metadata[k] for k in ("help", "choices", "flag")}
+      out.append(Option(section, f.name, kind, is_list, default, **meta))
+
+  walk(RunConfig, None)
+  return tuple(out)
 
 
 # Fields that may change between the runs of one workdir without changing its results.
@@ -182,35 +315,47 @@ def budget_per_round(budget: str, pool_size: int) -> int:
     ) from None
 
 
+def _check_divisible(flag: str, shape: tuple[int, ...], levels: int, source: str) -> None:
+  # Each of the levels-1 stride-2 downsamplings halves the volume exactly.
+  d = 2 ** (levels - 1)
+  if len(shape) != 3 or any(s < 1 or s % d for s in shape):
+    raise ConfigError(
+      f"--{flag}={','.join(map(str, shape))}: need 3 sizes divisible by {d} "
+      f"(2^(levels-1) for the {levels} levels of {source})"
+    )
+
+
+def check_patch(patch: tuple[int, ...], levels: int, source: str) -> None:
+  """ConfigError unless `patch` (D, H, W) fits a network of `levels` resolutions.
+
+  `source` names the network in the message, e.g. the --pretrained path.
+  """
+  _check_divisible("patch", patch, levels, source)
+
+
 def validate(cfg: RunConfig) -> None:
-  """Checks that need no data; the loop checks the budget against the pool."""
+  """Checks that need no data; the loop checks the budget against the pool.
+
+  The patch is checked here against --blocks_down only for the phantom source encoder;
+  with --pretrained the session checks it (`check_patch`) once the network is loaded.
+  """
   al, tr = cfg.al, cfg.train
   if al.rounds < 1 and al.mode == "al":
     raise ConfigError(f"--rounds={al.rounds}: must be at least 1")
   budget_per_round(al.budget, 10**6)
-  choices = {
-    "init_pick": (al.init_pick, ("medoid", "random", "first")),
-    "oracle": (al.oracle, ("ground_truth", "manifest")),
-    "precision": (tr.precision, ("fp32", "bf16")),
-    "mode": (al.mode, ("al", "lower_bound", "upper_bound")),
-    "pipeline": (cfg.data.pipeline, ("paper", "ctfm")),
-    "conv_impl": (cfg.model.conv_impl, ("auto", "native", "s2d")),
-    "norm": (cfg.model.norm, ("batch", "instance", "group")),
-  }
-  for flag, (value, allowed) in choices.items():
-    if value not in allowed:
-      raise ConfigError(f"--{flag}={value!r}: expected one of {', '.join(allowed)}")
+  for opt in options():
+    value = opt.value(cfg)
+    if opt.choices and value not in opt.choices:
+      raise ConfigError(f"--{opt.name}={value!r}: expected one of {', '.join(opt.choices)}")
   if al.oracle == "manifest" and not al.labels_dir:
     raise ConfigError("--oracle=manifest needs --labels_dir (where annotators put labels)")
   if not 0 < cfg.data.test_fraction < 1:
     raise ConfigError(f"--test_fraction={cfg.data.test_fraction}: must be in (0, 1)")
   levels = len(cfg.model.blocks_down)
-  for flag, shape in (("patch", tr.patch), ("phantom_shape", cfg.data.phantom_shape)):
-    if len(shape) != 3 or any(s % 2 ** (levels - 1) for s in shape):
-      raise ConfigError(
-        f"--{flag}={','.join(map(str, shape))}: need 3 sizes divisible by "
-        f"{2 ** (levels - 1)} (2^(levels-1) for blocks_down of {levels} levels)"
-      )
+  source = f"--blocks_down={','.join(map(str, cfg.model.blocks_down))}"
+  if not cfg.model.pretrained:
+    check_patch(tr.patch, levels, source)
+  _check_divisible("phantom_shape", cfg.data.phantom_shape, levels, source)
   for flag, v in (
     ("epochs_init", tr.epochs_init),
     ("epochs_round", tr.epochs_round),
@@ -220,12 +365,3 @@ def validate(cfg: RunConfig) -> None:
       raise ConfigError(f"--{flag}={v}: must be at least 1")
   if tr.steps_per_epoch < 0:
     raise ConfigError(f"--steps_per_epoch={tr.steps_per_epoch}: must be 0 (auto) or more")
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-  """Temp file, then rename: a crash never leaves half a JSON file."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(json.dumps(value, indent=1, sort_keys=False))
-  tmp.replace(path)

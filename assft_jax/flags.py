@@ -1,113 +1,61 @@
-"""absl flag definitions for a run, and the one function that turns them into a RunConfig.
+"""absl flags for a run, defined from the declarations in `assft_jax.config`, and the one
+function that turns them back into a RunConfig.
 
-experiments/run.py, experiments/sweep.py and the tests share these, so a flagfile means
-the same thing to all of them.
+Every declared field is a flag of the same name (see config.py for how a field's type
+picks the flag's kind). Three flags are not fields: --overwrite (a run control, not part
+of the config) and --lower_bound / --upper_bound (which set al.mode).
+
+experiments/run.py, experiments/pretrain.py, experiments/sweep.py (through run) and the
+tests share these, so a flagfile means the same thing to all of them.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import Any
 
 from absl import flags
 
 from assft_jax import config as config_lib
 
-_D, _M, _T, _A = (
-  config_lib.DataConfig(),
-  config_lib.ModelConfig(),
-  config_lib.TrainConfig(),
-  config_lib.ALConfig(),
-)
+_DEFINE = {
+  str: flags.DEFINE_string,
+  int: flags.DEFINE_integer,
+  float: flags.DEFINE_float,
+  bool: flags.DEFINE_bool,
+}
 
 
-def _csv(t) -> list[str] | None:
-  return None if t is None else [str(x) for x in t]
-
-
-class _Definer:
-  """flags.DEFINE_* bound to one FlagValues (tests parse into a fresh one)."""
-
-  def __init__(self, fv):
-    self._fv = fv
-
-  def __getattr__(self, name):
-    define = getattr(flags, name)
-    return lambda *a, **k: define(*a, flag_values=self._fv, **k)
+def _define(fv: flags.FlagValues, opt: config_lib.Option) -> None:
+  if opt.is_list:
+    default = None if opt.default is None else [str(x) for x in opt.default]
+    flags.DEFINE_list(opt.name, default, opt.help, flag_values=fv)
+  elif opt.choices:
+    flags.DEFINE_enum(opt.name, opt.default, list(opt.choices), opt.help, flag_values=fv)
+  else:
+    _DEFINE[opt.kind](opt.name, opt.default, opt.help, flag_values=fv)
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
   """Defines the run flags on `fv` once (absl refuses a second definition)."""
   if "workdir" in fv:
     return fv
-  f = _Definer(fv)
-  f.DEFINE_string("workdir", None, "Where the run writes everything (and resumes from).")
-  f.DEFINE_integer("seed", 0, "Seed of the split, the queries and the training.")
-  f.DEFINE_string(
-    "cache_dir",
-    None,
-    "Shared cache (phantom data, preprocessed arrays, source "
-    "encoder, E0 embeddings); default WORKDIR/cache.",
+  names = []
+  for opt in config_lib.options():
+    if opt.flag:
+      _define(fv, opt)
+      names.append(opt.name)
+  flags.DEFINE_bool(
+    "overwrite", False, "Delete the workdir's run and start afresh.", flag_values=fv
   )
-  f.DEFINE_bool("overwrite", False, "Delete the workdir's run and start afresh.")
-  # data
-  f.DEFINE_string("data_dir", None, "NIfTI dataset root; default: the built-in phantom benchmark.")
-  f.DEFINE_string("layout", _D.layout, "auto | msd | nnunet | flare21 | atlas | generic.")
-  f.DEFINE_string("include", None, "Regex on case ids; only matching cases are used.")
-  f.DEFINE_list("splits", list(_D.splits), "dataset.json lists to read (msd layout).")
-  f.DEFINE_list("drop_labels", [], "Class names merged into background.")
-  f.DEFINE_enum("pipeline", _D.pipeline, ["paper", "ctfm"], "Intensity preprocessing.")
-  f.DEFINE_list("crop_size", None, "Fixed sub-volume D,H,W per case (paper §4.1).")
-  f.DEFINE_list("spacing", None, "Resample to this spacing (mm), e.g. 1.5,1.5,2.")
-  f.DEFINE_string("orientation", None, "Reorient to RAS or SPL (CT-FM); default: as stored.")
-  f.DEFINE_float("test_fraction", _D.test_fraction, "Held-out test split share.")
-  f.DEFINE_enum("phantom_domain", _D.phantom_domain, ["ct", "mr"], "Phantom target domain.")
-  f.DEFINE_integer("phantom_n", _D.phantom_n, "Phantom target cases.")
-  f.DEFINE_list("phantom_shape", _csv(_D.phantom_shape), "Phantom volume D,H,W.")
-  f.DEFINE_integer("phantom_seed", _D.phantom_seed, "Phantom generator seed.")
-  # model
-  f.DEFINE_string(
-    "pretrained",
-    None,
-    "weights_port or pretrain output dir; default: the "
-    "phantom source encoder (pre-trained once into the cache).",
+  flags.DEFINE_bool(
+    "lower_bound", False, "Evaluate without any target fine-tuning.", flag_values=fv
   )
-  f.DEFINE_integer("init_filters", _M.init_filters, "Width of the phantom source encoder.")
-  f.DEFINE_list("blocks_down", _csv(_M.blocks_down), "Blocks per level of the source encoder.")
-  f.DEFINE_integer("dsdepth", _M.dsdepth, "Deep-supervision heads (1 = none).")
-  f.DEFINE_enum("norm", _M.norm, ["batch", "instance", "group"], "Normalisation layers.")
-  f.DEFINE_enum(
-    "conv_impl",
-    _M.conv_impl,
-    ["auto", "native", "s2d"],
-    "Strided/transposed conv implementation; auto = s2d on CPU.",
-  )
-  f.DEFINE_integer("source_steps", _M.source_steps, "Steps of phantom source pretraining.")
-  f.DEFINE_float("source_lr", _M.source_lr, "Peak learning rate of that pretraining.")
-  # training
-  f.DEFINE_integer("epochs_init", _T.epochs_init, "Epochs of the one-shot init (r = 0).")
-  f.DEFINE_integer("epochs_round", _T.epochs_round, "Epochs of each fine-tuning stage.")
-  f.DEFINE_integer(
-    "steps_per_epoch", _T.steps_per_epoch, "Steps per epoch; 0 = ceil(training cases / batch size)."
-  )
-  f.DEFINE_list("patch", _csv(_T.patch), "Training patch and inference window D,H,W.")
-  f.DEFINE_integer("batch_size", _T.batch_size, "Global batch size (split over devices).")
-  f.DEFINE_float("lr", _T.lr, "AdamW peak learning rate (polynomial decay).")
-  f.DEFINE_float("weight_decay", _T.weight_decay, "AdamW weight decay.")
-  f.DEFINE_float("clip_norm", None, "Gradient clipping by global norm (off by default).")
-  f.DEFINE_enum("precision", _T.precision, ["fp32", "bf16"], "Compute precision.")
-  f.DEFINE_integer("devices", _T.devices, "Local devices for data parallelism; 0 = all.")
-  f.DEFINE_bool("augment", _T.augment, "Paper §4.2 augmentation during fine-tuning.")
-  f.DEFINE_integer("sw_batch_size", _T.sw_batch_size, "Windows per sliding-window batch.")
-  # active learning
-  f.DEFINE_string("strategy", _A.strategy, "Query strategy (assft, random, entropy, ...).")
-  f.DEFINE_bool("ssft", _A.ssft, "Selective semi-supervised fine-tuning (stages 2-3).")
-  f.DEFINE_integer("rounds", _A.rounds, "AL rounds R.")
-  f.DEFINE_string("budget", _A.budget, "Per-round budget: '5%' of the pool or a count '2'.")
-  f.DEFINE_enum("init_pick", _A.init_pick, ["medoid", "random", "first"], "r = 0 case.")
-  f.DEFINE_float("tau_c", _A.tau_c, "Confidence temperature of Eq. 24.")
-  f.DEFINE_enum("oracle", _A.oracle, ["ground_truth", "manifest"], "Who labels queries.")
-  f.DEFINE_string("labels_dir", None, "Manifest oracle: where annotators write labels.")
-  f.DEFINE_string("annotation_dir", None, "Manifest oracle: link queried images here.")
-  f.DEFINE_bool("lower_bound", False, "Evaluate without any target fine-tuning.")
-  f.DEFINE_bool("upper_bound", False, "Fine-tune on all target pool cases.")
+  flags.DEFINE_bool("upper_bound", False, "Fine-tune on all target pool cases.", flag_values=fv)
+  # absl's --help lists the main program's own (key) flags only, and these are defined
+  # here, in a library module; declaring them key flags of the program lists them.
+  for name in names + ["overwrite", "lower_bound", "upper_bound"]:
+    fv.register_key_flag_for_module(sys.argv[0], fv[name])
   return fv
 
 
@@ -118,79 +66,37 @@ def parse(argv: list[str]) -> config_lib.RunConfig:
   return config_from_flags(fv)
 
 
-def _numbers(name: str, v, kind: type = int) -> tuple | None:
-  """A comma-list flag as a tuple of `kind`; a clear error naming the flag otherwise."""
-  if v is None:
-    return None
+def _value(opt: config_lib.Option, raw: Any) -> Any:
+  """A parsed flag value as the field's type; a list of numbers is checked here."""
+  if not opt.is_list or raw is None:
+    return raw
   try:
-    return tuple(kind(x) for x in v)
+    return tuple(opt.kind(x) for x in raw)
   except ValueError:
-    what = "integers" if kind is int else "numbers"
-    raise config_lib.ConfigError(f"--{name}={','.join(v)}: expected {what}") from None
+    what = "integers" if opt.kind is int else "numbers"
+    raise config_lib.ConfigError(f"--{opt.name}={','.join(raw)}: expected {what}") from None
 
 
-def config_from_flags(F=flags.FLAGS) -> config_lib.RunConfig:
-  if not F.workdir:
+def config_from_flags(
+  fv: flags.FlagValues = flags.FLAGS, *, default_workdir: str | None = None
+) -> config_lib.RunConfig:
+  """The validated RunConfig of parsed flags.
+
+  `default_workdir` stands in for an unset --workdir (experiments.pretrain needs none);
+  without either, --workdir is required.
+  """
+  tree: dict[str, Any] = {}  # nested as RunConfig.to_json()
+  for opt in config_lib.options():
+    if opt.flag:
+      node = tree.setdefault(opt.section, {}) if opt.section else tree
+      node[opt.name] = _value(opt, fv[opt.name].value)
+  tree["workdir"] = tree["workdir"] or default_workdir
+  if not tree["workdir"]:
     raise config_lib.ConfigError("--workdir is required")
-  if F.lower_bound and F.upper_bound:
+  if fv.lower_bound and fv.upper_bound:
     raise config_lib.ConfigError("--lower_bound and --upper_bound exclude each other")
-  mode = "lower_bound" if F.lower_bound else "upper_bound" if F.upper_bound else "al"
-  cfg = config_lib.RunConfig(
-    workdir=F.workdir,
-    seed=F.seed,
-    cache_dir=F.cache_dir,
-    data=config_lib.DataConfig(
-      data_dir=F.data_dir,
-      layout=F.layout,
-      drop_labels=tuple(F.drop_labels),
-      include=F.include,
-      splits=tuple(F.splits),
-      pipeline=F.pipeline,
-      crop_size=_numbers("crop_size", F.crop_size),
-      spacing=_numbers("spacing", F.spacing, float),
-      orientation=F.orientation,
-      test_fraction=F.test_fraction,
-      phantom_domain=F.phantom_domain,
-      phantom_n=F.phantom_n,
-      phantom_shape=_numbers("phantom_shape", F.phantom_shape),
-      phantom_seed=F.phantom_seed,
-    ),
-    model=config_lib.ModelConfig(
-      pretrained=F.pretrained,
-      init_filters=F.init_filters,
-      blocks_down=_numbers("blocks_down", F.blocks_down),
-      dsdepth=F.dsdepth,
-      norm=F.norm,
-      conv_impl=F.conv_impl,
-      source_steps=F.source_steps,
-      source_lr=F.source_lr,
-    ),
-    train=config_lib.TrainConfig(
-      epochs_init=F.epochs_init,
-      epochs_round=F.epochs_round,
-      steps_per_epoch=F.steps_per_epoch,
-      patch=_numbers("patch", F.patch),
-      batch_size=F.batch_size,
-      lr=F.lr,
-      weight_decay=F.weight_decay,
-      clip_norm=F.clip_norm,
-      precision=F.precision,
-      devices=F.devices,
-      augment=F.augment,
-      sw_batch_size=F.sw_batch_size,
-    ),
-    al=config_lib.ALConfig(
-      strategy=F.strategy,
-      ssft=F.ssft,
-      rounds=F.rounds,
-      budget=F.budget,
-      init_pick=F.init_pick,
-      tau_c=F.tau_c,
-      oracle=F.oracle,
-      labels_dir=F.labels_dir,
-      annotation_dir=F.annotation_dir,
-      mode=mode,
-    ),
-  )
+  mode = "lower_bound" if fv.lower_bound else "upper_bound" if fv.upper_bound else "al"
+  tree["al"]["mode"] = mode
+  cfg = config_lib.RunConfig.from_json(tree)
   config_lib.validate(cfg)
   return cfg

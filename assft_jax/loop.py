@@ -10,20 +10,19 @@ same command continues after the last DONE round and gives the same results.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from assft_jax import atomic, strategies
 from assft_jax import config as config_lib
 from assft_jax import session as session_lib
-from assft_jax import strategies
 from assft_jax import workdir as wd_lib
 from assft_jax.pool import Pool
-from assft_jax.scoring import assft
 
 log = logging.getLogger("assft_jax.loop")
 
@@ -36,18 +35,13 @@ def run(cfg: config_lib.RunConfig, overwrite: bool = False) -> dict:
       f"--strategy={cfg.al.strategy!r} is unknown; valid: {', '.join(strategies.names())}"
     )
   workdir = wd_lib.open_workdir(cfg, overwrite=overwrite)
-
-  def check(split):
-    if cfg.al.mode == "al":
-      n_b = config_lib.budget_per_round(cfg.al.budget, len(split["pool"]))
-      _check_budget(n_b, cfg.al.rounds, len(split["pool"]), cfg)
-
-  sess = session_lib.Session.open(cfg, workdir, check)
-  if cfg.al.mode == "lower_bound":
-    return _bound_run(sess, train=False)
-  if cfg.al.mode == "upper_bound":
-    return _bound_run(sess, train=True)
-  return _active_learning(sess)
+  data = session_lib.open_data(cfg, workdir)
+  if cfg.al.mode == "al":  # before the model, which may pre-train the source encoder
+    _check_budget(cfg, len(data.split["pool"]))
+  sess = session_lib.Session.open(cfg, workdir, data)
+  if cfg.al.mode == "al":
+    return _active_learning(sess)
+  return _bound_run(sess, train=cfg.al.mode == "upper_bound")
 
 
 # ----------------------------------------------------------------------------- AL
@@ -55,8 +49,7 @@ def run(cfg: config_lib.RunConfig, overwrite: bool = False) -> dict:
 
 def _active_learning(sess: session_lib.Session) -> dict:
   cfg, wd = sess.cfg, sess.workdir
-  R = cfg.al.rounds
-  n_b = config_lib.budget_per_round(cfg.al.budget, len(sess.split["pool"]))
+  n_b = config_lib.budget_per_round(cfg.al.budget, len(sess.data.split["pool"]))
   summary = _load_summary(sess, n_b)
   done = wd_lib.last_done_round(wd)
   if done is None:
@@ -64,123 +57,121 @@ def _active_learning(sess: session_lib.Session) -> dict:
     done = 0
   else:
     pool = Pool.from_json(wd_lib.read_json(wd_lib.round_dir(wd, done) / "pool.json"))
-    variables = sess.load_round_model(done)
+    variables = wd_lib.load_model(wd, done)
     summary["rounds"] = [x for x in summary["rounds"] if x["round"] <= done]
     log.info("resuming %s after round %d", wd, done)
-  for r in range(done + 1, R + 1):
+  for r in range(done + 1, cfg.al.rounds + 1):
     pool, variables = _round(sess, summary, pool, variables, r, n_b)
   summary["complete"] = True
   _write_summary(wd, summary)
   return summary
 
 
-def _round_zero(sess, summary) -> tuple[Pool, Any]:
+def _round_zero(sess: session_lib.Session, summary: dict) -> tuple[Pool, Any]:
   """r = 0: the one-shot init on the case chosen by --init_pick."""
   cfg = sess.cfg
-  pool = Pool(labeled={}, unlabeled=tuple(sess.split["pool"]), test=tuple(sess.split["test"]))
-  rd = wd_lib.round_dir(sess.workdir, 0)
-  query = wd_lib.read_json(rd / "query.json")
+  pool = Pool.initial(sess.data.split)
+  path = wd_lib.round_dir(sess.workdir, 0) / "query.json"
+  query = wd_lib.read_json(path)
   if query is None:
-    first = _init_pick(sess, pool)
+    first = strategies.pick_initial(cfg.al.init_pick, pool.unlabeled, cfg.seed, sess.embed0)
     query = {"round": 0, "rule": f"init_pick={cfg.al.init_pick}", "queried": [first]}
-    config_lib.write_json_atomic(rd / "query.json", query)
-  labels = sess.label(query["queried"], 0)
+    atomic.write_json(path, query)
+  labels = sess.oracle.label(query["queried"], 0)
   pool = pool.with_queried(query["queried"], 0)
   variables = sess.fit(sess.variables0, labels, {}, cfg.train.epochs_init, round_=0, stage="init")
-  _finish_round(sess, summary, pool, variables, 0, query["queried"], [])
+  _finish_round(sess, summary, pool, variables, 0, query["queried"])
   return pool, variables
 
 
-def _round(sess, summary, pool: Pool, variables, r: int, n_b: int) -> tuple[Pool, Any]:
-  cfg = sess.cfg
-  R = cfg.al.rounds
+def _round(sess: session_lib.Session, summary: dict, pool: Pool, variables, r: int, n_b: int):
+  cfg, R = sess.cfg, sess.cfg.al.rounds
   rd = wd_lib.round_dir(sess.workdir, r)
   query = wd_lib.read_json(rd / "query.json")
   if query is None:  # a query already made (e.g. waiting for annotators) is never redrawn
-    stats = sess.score(variables, list(pool.labeled) + list(pool.unlabeled), r, R)
+    stats = sess.score(variables, pool.labeled_ids + pool.unlabeled, r, R)
     rng = np.random.default_rng([cfg.seed, r, 1])
     budget = min(n_b, len(pool.queryable))
-    ids = strategies.get(cfg.al.strategy).select(stats, pool, budget, rng, r=r, R=R)
+    sel = strategies.get(cfg.al.strategy).select(stats, pool, budget, rng, r=r, R=R)
     query = {
       "round": r,
       "strategy": cfg.al.strategy,
-      "queried": list(ids),
-      "scores": _scores_of(stats, pool.queryable),
+      "queried": list(sel.ids),
+      "scores": {**_case_stats(stats, pool.queryable), **sel.scores},
     }
-    config_lib.write_json_atomic(rd / "query.json", query)
+    atomic.write_json(rd / "query.json", query)
   queried = query["queried"]
-  labels = {**sess.known_labels(pool), **sess.label(queried, r)}
+  labels = {**sess.oracle.known(pool.labeled_ids), **sess.oracle.label(queried, r)}
   pool = pool.with_queried(queried, r)
   # Stage 1: supervised fine-tuning on T_l, continuing from the previous round's model.
   variables = sess.fit(variables, labels, {}, cfg.train.epochs_round, round_=r, stage="s1")
   pseudo_ids: list[str] = []
   if cfg.al.ssft and pool.unlabeled:
     # Stage 2: select N_SU reliable unlabeled cases; pseudo-label them with F^(r).
-    stats = sess.score(variables, list(pool.labeled) + list(pool.unlabeled), r, R)
+    stats = sess.score(variables, pool.labeled_ids + pool.unlabeled, r, R)
     n_su = strategies.n_su(n_b, r, len(pool.unlabeled))
     pseudo_ids, k = strategies.select_reliable(stats, pool, n_su, cfg.al.tau_c)
     pseudo = sess.predict(variables, pseudo_ids)
-    config_lib.write_json_atomic(
-      rd / "ssft.json", {"n_su": n_su, "K": int(k), "pseudo": list(pseudo_ids)}
-    )
+    atomic.write_json(rd / "ssft.json", {"n_su": n_su, "K": int(k), "pseudo": list(pseudo_ids)})
     # Stage 3: fine-tune on T_l ∪ pseudo.
     variables = sess.fit(variables, labels, pseudo, cfg.train.epochs_round, round_=r, stage="s3")
-  pool = dataclasses.replace(
-    pool, pseudo=tuple(pseudo_ids), excluded=tuple(strategies.next_excluded(pseudo_ids))
-  )
-  _finish_round(sess, summary, pool, variables, r, queried, pseudo_ids)
+  pool = pool.with_pseudo(pseudo_ids)
+  _finish_round(sess, summary, pool, variables, r, queried)
   return pool, variables
 
 
-def _finish_round(sess, summary, pool: Pool, variables, r, queried, pseudo_ids) -> None:
-  rd = wd_lib.round_dir(sess.workdir, r)
-  result = sess.evaluate(variables)
-  sess.save_round_model(r, variables)
-  sess.save_query_slices(rd / "query_slices.npz", variables, queried)
-  config_lib.write_json_atomic(rd / "pool.json", pool.to_json())
-  wd_lib.mark_done(sess.workdir, r)
+def _finish_round(
+  sess: session_lib.Session, summary: dict, pool: Pool, variables, r: int, queried: list[str]
+) -> None:
+  """Persists the round (model, query slices, pool, DONE), then the summary row."""
+  wd, rd = sess.workdir, wd_lib.round_dir(sess.workdir, r)
+  result = _result_row(sess.evaluate(variables))
+  wd_lib.save_model(wd, r, sess.module, variables)
+  preds = sess.predict(variables, queried) if queried else {}
+  wd_lib.write_query_slices(rd / "query_slices.npz", sess.volumes, preds, queried)
+  atomic.write_json(rd / "pool.json", pool.to_json())
+  wd_lib.mark_done(wd, r)
   summary["rounds"] = [x for x in summary["rounds"] if x["round"] != r]
   summary["rounds"].append(
     {
       "round": r,
       "n_labeled": len(pool.labeled),
       "queried": list(queried),
-      "pseudo": list(pseudo_ids),
+      "pseudo": list(pool.pseudo),
       **result,
     }
   )
   summary["budget_label"] = _budget_labels(sess.cfg, len(summary["rounds"]))
-  _write_summary(sess.workdir, summary)
+  _write_summary(wd, summary)
   log.info(
     "round %d: %d labeled, Dice %.4f ± %.4f",
     r,
     len(pool.labeled),
-    result["dice_mean"] if result["dice_mean"] is not None else float("nan"),
-    result["dice_sd"] if result["dice_sd"] is not None else float("nan"),
+    _or_nan(result["dice_mean"]),
+    _or_nan(result["dice_sd"]),
   )
 
 
 # ------------------------------------------------------------------------- bounds
 
 
-def _bound_run(sess, train: bool) -> dict:
+def _bound_run(sess: session_lib.Session, train: bool) -> dict:
   """Lower bound: no target fine-tuning. Upper bound: fine-tune on the whole target pool
   for the same number of epochs as the whole AL run (init + R rounds)."""
   cfg, wd = sess.cfg, sess.workdir
   summary = _load_summary(sess, None)
   if wd_lib.last_done_round(wd) == 0:
     return summary
-  ids = list(sess.split["pool"])
+  ids = list(sess.data.split["pool"])
   variables = sess.variables0
   if train:
-    labels = sess.label(ids, 0)
+    labels = sess.oracle.label(ids, 0)
     epochs = cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round
     variables = sess.fit(variables, labels, {}, epochs, round_=0, stage="upper")
-  result = sess.evaluate(variables)
-  sess.save_round_model(0, variables)
+  result = _result_row(sess.evaluate(variables))
+  wd_lib.save_model(wd, 0, sess.module, variables)
   wd_lib.mark_done(wd, 0)
-  key = "upper_bound" if train else "lower_bound"
-  summary[key] = result["dice_mean"]
+  summary[cfg.al.mode] = result["dice_mean"]
   summary["rounds"] = [
     {"round": 0, "n_labeled": len(ids) if train else 0, "queried": [], "pseudo": [], **result}
   ]
@@ -192,46 +183,50 @@ def _bound_run(sess, train: bool) -> dict:
 # ------------------------------------------------------------------------ helpers
 
 
-def _init_pick(sess, pool: Pool) -> str:
-  ids = list(pool.unlabeled)
-  rule = sess.cfg.al.init_pick
-  if rule == "first":
-    return ids[0]
-  if rule == "random":
-    return ids[int(np.random.default_rng([sess.cfg.seed, 0]).integers(len(ids)))]
-  emb0 = sess.embed0(ids)  # medoid: the case nearest the mean E0 embedding (DESIGN §2)
-  e = emb0 / np.maximum(np.linalg.norm(emb0, axis=1, keepdims=True), 1e-12)
-  m = e.mean(axis=0)
-  return ids[int(np.argmax(e @ m))]
-
-
-def _check_budget(n_b: int, R: int, pool_size: int, cfg) -> None:
-  need = 1 + n_b * R
+def _check_budget(cfg: config_lib.RunConfig, pool_size: int) -> None:
+  n_b = config_lib.budget_per_round(cfg.al.budget, pool_size)
+  need = 1 + n_b * cfg.al.rounds
   if need > pool_size:
     raise config_lib.ConfigError(
-      f"--budget={cfg.al.budget} × --rounds={R} (+1 initial case) asks for {need} cases, "
-      f"but the target pool holds {pool_size} (after the {cfg.data.test_fraction:.0%} test "
-      "split). Lower --budget or --rounds."
+      f"--budget={cfg.al.budget} × --rounds={cfg.al.rounds} (+1 initial case) asks for "
+      f"{need} cases, but the target pool holds {pool_size} (after the "
+      f"{cfg.data.test_fraction:.0%} test split). Lower --budget or --rounds."
     )
 
 
-def _scores_of(stats: Mapping[str, Any], ids) -> dict:
-  """Every queryable case's scalar scores, kept with the query: the per-case stats, and
-  DKD and Q (Eq. 5, 16) over the same candidates as the ASSFT query ranks them."""
-  ids = list(ids)
+def _case_stats(stats: Mapping[str, Any], ids: Sequence[str]) -> dict[str, dict[str, float]]:
+  """The scalar per-case stats of the candidates, kept with the query that used them."""
   row = {c: i for i, c in enumerate(stats["ids"])}
   index = [row[c] for c in ids]
   out = {}
   for key, v in stats.items():
-    arr = np.asarray(v) if key != "ids" else None
-    if arr is not None and arr.ndim == 1 and arr.shape[0] == len(stats["ids"]):
+    if key == "ids":
+      continue
+    arr = np.asarray(v)
+    if arr.ndim == 1 and arr.shape[0] == len(stats["ids"]):
       out[key] = dict(zip(ids, arr[index].astype(float).tolist()))
-  if "emb_0" in stats and len(ids) > 0:
-    dkd = assft.dkd(np.asarray(stats["emb_0"])[index], np.asarray(stats["emb_r"])[index])
-    out["dkd"] = dict(zip(ids, dkd.astype(float).tolist()))
-    q = assft.query_score(dkd, np.asarray(stats["asd"])[index])
-    out["Q"] = dict(zip(ids, q.astype(float).tolist()))
   return out
+
+
+def _result_row(res: Mapping[str, Any]) -> dict:
+  """engine.evaluate's result as the summary's row fields (NaN -> null in JSON); with no
+  labeled test case (e.g. an unlabeled dataset under --oracle=manifest) every field is
+  empty."""
+  scored = res["n_cases"] > 0
+  return {
+    "dice_mean": _num(res["mean"]) if scored else None,
+    "dice_sd": _num(res["sd"]) if scored else None,
+    "dice_per_case": {c: v["mean"] for c, v in res["per_case"].items()} if scored else {},
+    "dice_per_class": res["per_class"] if scored else {},
+  }
+
+
+def _num(v) -> float | None:
+  return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _or_nan(v: float | None) -> float:
+  return math.nan if v is None else v
 
 
 def _budget_labels(cfg, n_rounds: int) -> list[str]:
@@ -242,7 +237,7 @@ def _budget_labels(cfg, n_rounds: int) -> list[str]:
   return ["1-shot"] + [f"{1 + int(b) * r}-shot" for r in range(1, n_rounds)]
 
 
-def _load_summary(sess, n_b) -> dict:
+def _load_summary(sess: session_lib.Session, n_b: int | None) -> dict:
   s = wd_lib.read_json(sess.workdir / "summary.json")
   if s is None:
     s = {
@@ -261,4 +256,4 @@ def _load_summary(sess, n_b) -> dict:
 
 def _write_summary(workdir: Path, summary: dict) -> None:
   summary["rounds"].sort(key=lambda x: x["round"])
-  config_lib.write_json_atomic(Path(workdir) / "summary.json", summary)
+  atomic.write_json(Path(workdir) / "summary.json", summary)

@@ -1,14 +1,18 @@
 """The active-learning pool as a value: who is labeled (and when), who is queryable.
 
 The loop rebuilds a whole run from these JSON values (STYLE.md §6). Strategies read a
-`Pool`, never mutate it; the loop derives the next pool with `with_queried`.
+`Pool`, never mutate it; each transition of a round is a method that returns the next
+pool: `with_queried` (the oracle labelled the query) and `with_pseudo` (SSFT chose the
+pseudo-labelled cases, which §3.4 bars from the next query). The held-out test split is
+drawn here too, once per run, by `draw_split`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +33,11 @@ class Pool:
   pseudo: tuple[str, ...] = ()
   test: tuple[str, ...] = ()
 
+  @classmethod
+  def initial(cls, split: Mapping[str, Sequence[str]]) -> Pool:
+    """Nothing labeled yet: the whole target pool is unlabeled (split from `draw_split`)."""
+    return cls(labeled={}, unlabeled=tuple(split["pool"]), test=tuple(split["test"]))
+
   @property
   def labeled_ids(self) -> tuple[str, ...]:
     return tuple(self.labeled)
@@ -42,18 +51,30 @@ class Pool:
   def with_queried(self, ids: Iterable[str], round_: int) -> Pool:
     """Moves `ids` from unlabeled to labeled at `round_`."""
     ids = list(ids)
-    bad = [i for i in ids if i not in set(self.unlabeled)]
+    unlabeled = set(self.unlabeled)
+    bad = [i for i in ids if i not in unlabeled]
     if bad:
       raise ValueError(f"cannot label ids that are not in the unlabeled pool: {bad}")
-    labeled = dict(self.labeled)
-    labeled.update({i: round_ for i in ids})
     chosen = set(ids)
     return dataclasses.replace(
       self,
-      labeled=labeled,
+      labeled={**self.labeled, **{i: round_ for i in ids}},
       unlabeled=tuple(i for i in self.unlabeled if i not in chosen),
       excluded=tuple(i for i in self.excluded if i not in chosen),
     )
+
+  def with_pseudo(self, ids: Iterable[str]) -> Pool:
+    """The round's pseudo-labelled cases; §3.4 bars them from the next query only.
+
+    The exclusion is replaced, not added to: a case pseudo-labelled in round r is
+    queryable again in round r + 2 unless it is pseudo-labelled again in r + 1.
+    """
+    ids = tuple(dict.fromkeys(str(i) for i in ids))
+    unlabeled = set(self.unlabeled)
+    bad = [i for i in ids if i not in unlabeled]
+    if bad:
+      raise ValueError(f"cannot pseudo-label ids that are not in the unlabeled pool: {bad}")
+    return dataclasses.replace(self, pseudo=ids, excluded=ids)
 
   def to_json(self) -> dict:
     return {
@@ -74,5 +95,19 @@ class Pool:
       test=tuple(d.get("test", ())),
     )
 
-  def dumps(self) -> str:
-    return json.dumps(self.to_json(), indent=1, sort_keys=True)
+
+def draw_split(
+  case_ids: Sequence[str], labeled_ids: Iterable[str], test_fraction: float, seed: int
+) -> dict[str, list[str]]:
+  """{"test": ids, "pool": ids}: the held-out test split, drawn by seed (DESIGN §2).
+
+  Test cases come from the cases with a label (they are scored); their number is
+  round(test_fraction × all cases), at least 1. The pool keeps every other case in
+  dataset order. Stored once per run by the caller, so a resume cannot redraw it.
+  """
+  labeled = sorted(labeled_ids)
+  rng = np.random.default_rng([seed, 7])
+  n_test = max(1, round(test_fraction * len(case_ids))) if labeled else 0
+  test = sorted(rng.permutation(labeled)[:n_test].tolist())
+  held = set(test)
+  return {"test": test, "pool": [c for c in case_ids if c not in held]}

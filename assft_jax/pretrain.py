@@ -10,15 +10,14 @@ encoder, in the same checkpoint format as `weights_port` writes. It is cached un
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 
+from assft_jax import atomic, engine, models
 from assft_jax import config as config_lib
 from assft_jax import data as data_lib
-from assft_jax import engine, models
 
 log = logging.getLogger("assft_jax.pretrain")
 
@@ -32,94 +31,80 @@ def ensure_phantom(cache: Path, domain: str, n: int, shape: Sequence[int], seed:
   out = Path(cache) / name
   if (out / "dataset.json").exists():
     return out
-  tmp = Path(cache) / f".{name}.tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  phantom.generate(tmp, domain, n, tuple(shape), seed)
-  tmp.replace(out)
+  with atomic.atomic_dir(out, replace=False) as tmp:  # keyed by its settings
+    phantom.generate(tmp, domain, n, tuple(shape), seed)
   return out
 
 
-def ensure_source_encoder(cfg: config_lib.RunConfig) -> Path:
-  """The cached source encoder for cfg's model and phantom settings (trained if absent)."""
+def source_key(cfg: config_lib.RunConfig) -> str:
+  """The cache folder name of cfg's source encoder (its model, phantom and source settings)."""
   from assft_jax.data import phantom
 
   m, d = cfg.model, cfg.data
-  key = (
+  return (
     f"source_encoder_v{phantom.VERSION}_f{m.init_filters}_b{''.join(map(str, m.blocks_down))}_{m.norm}"
     f"_{'x'.join(map(str, d.phantom_shape))}_n{d.phantom_n}_t{m.source_steps}"
     f"_lr{m.source_lr:g}_s{d.phantom_seed}"
   )
-  out = cfg.cache / key
+
+
+def ensure_source_encoder(cfg: config_lib.RunConfig) -> Path:
+  """The cached source encoder for cfg's model and phantom settings (trained if absent)."""
+  out = cfg.cache / source_key(cfg)
   if (out / "model.json").exists():
     return out
   log.info("pre-training the phantom source encoder into %s", out)
-  pretrain_source(
-    out,
-    cache=cfg.cache,
+  return pretrain_source(cfg, out)
+
+
+def pretrain_source(cfg: config_lib.RunConfig, out_dir: Path) -> Path:
+  """Trains SegResNetDS on the phantom CT source and saves its encoder to `out_dir`.
+
+  Uses cfg's model (init_filters, blocks_down, norm, conv_impl), phantom (n, shape,
+  seed), source (source_steps, source_lr) and training (patch, batch_size) settings;
+  phantom data and preprocessed arrays go to cfg.cache.
+  """
+  m, d, t = cfg.model, cfg.data, cfg.train
+  steps = m.source_steps
+  # A seed offset keeps source cases distinct from any target phantom with the same seed.
+  root = ensure_phantom(cfg.cache, "ct", d.phantom_n, d.phantom_shape, d.phantom_seed + 1000)
+  dataset = data_lib.load_index(root)
+  volumes = data_lib.prepare(dataset, data_lib.PreprocessConfig(), cfg.cache / "preprocessed")
+  num_classes = len(dataset.class_names)
+  module = models.SegResNetDS(
     init_filters=m.init_filters,
+    out_channels=num_classes,
     blocks_down=m.blocks_down,
     norm=m.norm,
     conv_impl=m.conv_impl,
-    n=d.phantom_n,
-    shape=d.phantom_shape,
-    seed=d.phantom_seed,
-    steps=m.source_steps,
-    patch=cfg.train.patch,
-    batch_size=cfg.train.batch_size,
-    lr=m.source_lr,
   )
-  return out
-
-
-def pretrain_source(
-  out_dir: Path,
-  *,
-  cache: Path,
-  init_filters: int,
-  blocks_down: Sequence[int],
-  norm: str = "batch",
-  conv_impl: str = "auto",
-  n: int = 40,
-  shape: Sequence[int] = (32, 32, 32),
-  seed: int = 0,
-  steps: int = 150,
-  patch: Sequence[int] = (32, 32, 32),
-  batch_size: int = 2,
-  lr: float = 1e-3,
-) -> Path:
-  """Trains SegResNetDS on the phantom CT source for `steps` steps; saves its encoder."""
-  # A seed offset keeps source cases distinct from any target phantom with the same seed.
-  root = ensure_phantom(cache, "ct", n, shape, seed + 1000)
-  dataset = data_lib.load_index(root)
-  volumes = data_lib.prepare(dataset, data_lib.PreprocessConfig(), Path(cache) / "preprocessed")
-  num_classes = len(dataset.class_names)
-  module = models.SegResNetDS(
-    init_filters=init_filters,
-    out_channels=num_classes,
-    blocks_down=tuple(blocks_down),
-    norm=norm,
-    conv_impl=conv_impl,
-  )
-  variables = models.init_variables(module, jax.random.PRNGKey(seed), tuple(patch))
-  tx = engine.make_optimizer(lr, steps)
+  variables = models.init_variables(module, jax.random.PRNGKey(d.phantom_seed), t.patch)
+  tx = engine.make_optimizer(m.source_lr, steps)
   mesh = engine.make_mesh(
-    jax.local_devices()[:1] if batch_size % jax.local_device_count() else jax.local_devices()
+    jax.local_devices()[:1] if t.batch_size % jax.local_device_count() else jax.local_devices()
   )
   step = engine.make_train_step(module, tx, mesh, num_classes, augment_cfg=data_lib.AugmentConfig())
   loader = data_lib.make_loader(
-    volumes, list(dataset.ids), patch, batch_size, seed, num_batches=steps
+    volumes, list(dataset.ids), t.patch, t.batch_size, d.phantom_seed, num_batches=steps
   )
-  state = engine.create_state(module, variables, tx)
+  state = engine.create_state(variables, tx)
   state, history = engine.fine_tune(
-    state, step, loader, 1, steps, jax.random.PRNGKey(seed), desc="source pretrain", progress=False
+    state,
+    step,
+    loader,
+    1,
+    steps,
+    jax.random.PRNGKey(d.phantom_seed),
+    desc="source pretrain",
+    progress=False,
   )
   v = jax.device_get(engine.variables_of(state))
   enc_vars = {coll: v[coll]["encoder"] for coll in v}
   enc_module = models.SegResEncoder(
-    init_filters=init_filters, blocks_down=tuple(blocks_down), norm=norm, conv_impl=conv_impl
+    init_filters=m.init_filters, blocks_down=m.blocks_down, norm=m.norm, conv_impl=m.conv_impl
   )
   models.save_pretrained(out_dir, models.model_config(enc_module), enc_vars)
-  config_lib.write_json_atomic(
+  atomic.write_json(
     Path(out_dir) / "source.json",
     {
       "phantom": str(root),

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from assft_jax.config import BOUNDS
 from assft_jax.errors import EXIT_ERROR, EXIT_OK, EXIT_PENDING, AssftError
 
 Runner = Callable[[list[str]], int]
@@ -42,9 +43,6 @@ class Cell:
   @property
   def name(self) -> str:
     return f"{self.token}/seed_{self.seed}"
-
-
-BOUNDS = ("lower_bound", "upper_bound")
 
 
 def parse_token(token: str) -> tuple[str, bool]:

@@ -8,8 +8,11 @@ Layout:
   round_XXX/model/          the round's network (models.save_pretrained format)
   round_XXX/pool.json       the pool after the round
   round_XXX/query_slices.npz central slices of the queried cases (for the report)
+  round_XXX/diverged_<stage>/ the last good training state, only after a NaN stop
   round_XXX/DONE            written last: the round is complete
   summary.json              rewritten atomically after every round
+
+Every write goes through `assft_jax.atomic` (temp file, then rename).
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
+
+from assft_jax import atomic, models
 from assft_jax import config as config_lib
 from assft_jax.errors import AssftError
 
@@ -53,7 +60,7 @@ def open_workdir(cfg: config_lib.RunConfig, overwrite: bool = False) -> Path:
         + ". Use another --workdir, or --overwrite to start afresh."
       )
   wd.mkdir(parents=True, exist_ok=True)
-  config_lib.write_json_atomic(cfg_path, new)
+  atomic.write_json(cfg_path, new)
   return wd
 
 
@@ -69,11 +76,39 @@ def last_done_round(workdir: Path) -> int | None:
 
 
 def mark_done(workdir: Path, r: int) -> None:
-  path = round_dir(workdir, r) / "DONE"
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text("ok\n")
+  atomic.write_text(round_dir(workdir, r) / "DONE", "ok\n")
 
 
 def read_json(path: Path, default: Any = None) -> Any:
   path = Path(path)
   return json.loads(path.read_text()) if path.exists() else default
+
+
+def save_model(workdir: Path, r: int, module, variables) -> None:
+  """The round's network, in the one checkpoint format (`models.save_pretrained`)."""
+  models.save_pretrained(
+    round_dir(workdir, r) / "model", models.model_config(module), jax.device_get(variables)
+  )
+
+
+def load_model(workdir: Path, r: int):
+  """Variables of the network saved by `save_model` for round r."""
+  _, variables = models.load_pretrained(round_dir(workdir, r) / "model")
+  return variables
+
+
+def write_query_slices(path: Path, volumes, preds: dict[str, np.ndarray], ids: list[str]) -> None:
+  """Central axial slices of the queried cases (image, label if any, prediction), for
+  the report's query montage. Axis 0 holds the slices (SPL/LPS-like order).
+
+  volumes: {id: Volume} with image [D, H, W, 1]; preds: {id: [D, H, W] int}.
+  """
+  arrays = {}
+  for cid in ids:
+    vol = volumes[cid]
+    mid = vol.image.shape[0] // 2
+    arrays[f"{cid}/image"] = np.asarray(vol.image[mid, ..., 0], np.float32)
+    if vol.label is not None:
+      arrays[f"{cid}/label"] = np.asarray(vol.label[mid], np.int16)
+    arrays[f"{cid}/pred"] = np.asarray(preds[cid][mid], np.int16)
+  atomic.write_npz(path, arrays)

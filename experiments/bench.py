@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from assft_jax import atomic
+
 SECTIONS = ("model", "engine", "scoring", "scaling")
 EXTRA = ("ops",)
 flags.DEFINE_string("json", None, "Also write the rows as JSON here.")
@@ -81,10 +83,7 @@ def _json_safe(v):
 
 def write_json(path: str, rows: list[dict], meta: dict) -> None:
   """Atomic write of {meta..., "rows": rows}."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(_json_safe(dict(meta, rows=rows)), f, indent=1, allow_nan=False)
-  os.replace(tmp, path)
+  atomic.write_text(path, json.dumps(_json_safe(dict(meta, rows=rows)), indent=1, allow_nan=False))
 
 
 def bench(names: Sequence[str], quick: bool, json_path: str | None = None) -> list[dict]:

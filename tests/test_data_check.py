@@ -10,11 +10,7 @@ import pytest
 
 from assft_jax.data import DataError, load_index
 from assft_jax.data.check import main
-
-
-def write_nii(path, arr, affine=None):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4) if affine is None else affine), str(path))
+from tests._data_helpers import write_nii
 
 
 def make_good(root, ids=("c0", "c1"), shape=(6, 6, 6)):
@@ -142,6 +138,24 @@ def test_load_index_header_vs_full(tmp_path):
   shape_mismatch(root)
   with pytest.raises(DataError, match="label shape"):
     load_index(root)
+
+
+def test_full_validation_does_not_load_the_cli(tmp_path):
+  """The index layer checks voxels without importing the check CLI (no import circle)."""
+  root = make_good(tmp_path)
+  outside(root)
+  code = (
+    "import sys\n"
+    "from assft_jax.data import DataError, load_index\n"
+    "try:\n"
+    f"  load_index({str(root)!r}, validate='full')\n"
+    "except DataError as e:\n"
+    "  print(len(e.problems))\n"
+    "print('assft_jax.data.check' in sys.modules)\n"
+  )
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == ["1", "False"]
 
 
 def test_cli_subprocess_no_traceback(tmp_path):

@@ -2,16 +2,11 @@
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 from assft_jax.data import DataError, load_index
-
-
-def write_nii(path, arr, affine=None):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4) if affine is None else affine), str(path))
+from tests._data_helpers import write_nii
 
 
 def pair(rng, shape=(6, 7, 8), n_classes=3):

@@ -1,12 +1,22 @@
-"""Preprocessing: geometry round trip to the source file, normalisation, cache."""
+"""Preprocessing: geometry round trip to the source file, normalisation, cache, and
+annotators' label files onto a case's grid."""
 
 import json
+import re
+import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from assft_jax.data import DataError, PreprocessConfig, load_index, prepare, save_prediction
+from assft_jax.data import (
+  DataError,
+  PreprocessConfig,
+  load_index,
+  prepare,
+  prepare_label,
+  save_prediction,
+)
 from assft_jax.data.preprocess import normalise
 
 
@@ -136,7 +146,8 @@ def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
   calls.clear()
   prepare(ds, cfg, tmp_path / "cache")
   assert calls == ["c1"]  # a changed input file rebuilds that case only
-  assert not any(p.name.startswith(".tmp") for p in (tmp_path / "cache").iterdir())
+  # no temp or moved-aside folder of the atomic writer is left behind
+  assert not any(p.name.startswith(".") for p in (tmp_path / "cache").iterdir())
 
 
 def test_prepare_names_bad_file(tmp_path):
@@ -146,6 +157,90 @@ def test_prepare_names_bad_file(tmp_path):
   with pytest.raises(DataError, match=r"c1.nii.gz: label values \[5\] outside") as e:
     prepare(ds, PreprocessConfig(), tmp_path / "cache")
   assert len(e.value.problems) == 1
+
+
+def save(path, arr, affine=None):
+  nib.save(nib.Nifti1Image(arr, oblique_affine() if affine is None else affine), str(path))
+
+
+def annotator_label(seed=1, shape=(20, 18, 16)):
+  """A label unlike the ground truth: random blocks of classes 0..2, [D, H, W] uint8."""
+  rng = np.random.default_rng(seed)
+  lab = np.zeros(shape, np.uint8)
+  for _ in range(6):
+    lo = rng.integers(0, np.array(shape) - 4)
+    hi = lo + rng.integers(3, 9, 3)
+    lab[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = rng.integers(1, 3)
+  return lab
+
+
+LABEL_CFGS = [
+  PreprocessConfig("paper"),
+  PreprocessConfig("paper", crop_size=(16, 24, 12), orientation="RAS"),
+  PreprocessConfig("ctfm", orientation="SPL", spacing=(1.0, 1.3, 0.7)),
+]
+
+
+@pytest.mark.parametrize("drop", [(), ("a",)], ids=["identity_lut", "drop_a"])
+@pytest.mark.parametrize("cfg", LABEL_CFGS, ids=["bbox", "ras_crop", "spl_resample"])
+def test_prepare_label_equals_prepare_of_the_same_file(tmp_path, cfg, drop):
+  """The annotator's file through `prepare_label` == through `prepare` as the label of
+  an ordinary dataset holding the same image: bit for bit, int32."""
+  ann = tmp_path / "annotations" / "c0.nii.gz"
+  ann.parent.mkdir()
+  save(ann, annotator_label())
+  ds = load_index(make_dataset(tmp_path / "data").root, drop_labels=drop)
+  ref_root = make_dataset(tmp_path / "ref").root  # same seed: the same image bytes
+  shutil.copy(ann, ref_root / "labelsTr" / "c0.nii.gz")
+  ref = prepare(load_index(ref_root, drop_labels=drop), cfg, tmp_path / "cache")["c0"].label
+  got = prepare_label(ds, "c0", ann, cfg)
+  assert got.dtype == np.int32 and got.shape == ref.shape
+  np.testing.assert_array_equal(got, np.asarray(ref))
+  assert len(np.unique(got)) == (2 if drop else 3)  # the comparison is not of empty maps
+  gt = prepare(ds, cfg, tmp_path / "cache")["c0"].label
+  assert not np.array_equal(got, np.asarray(gt))  # the file was used, not the case's label
+
+
+def truncated(path):
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2])  # a half-written .nii.gz: header readable
+
+
+def shifted_affine(path):
+  aff = oblique_affine()
+  aff[0, 3] += 2.0
+  save(path, annotator_label(), aff)
+
+
+LABEL_PROBLEMS = [
+  (lambda p: p.unlink(), "file not found"),
+  (lambda p: p.write_bytes(b"not a nifti"), "unreadable NIfTI"),
+  (truncated, "corrupt voxel data"),
+  (lambda p: save(p, np.zeros((20, 18, 15), np.uint8)), r"label shape \(20, 18, 15\) differs"),
+  (shifted_affine, "label affine differs"),
+  (lambda p: save(p, np.full((20, 18, 16), 3, np.uint8)), r"label values \[3\] outside"),
+  (lambda p: save(p, np.full((20, 18, 16), 0.5, np.float32)), "non-integer label"),
+  (lambda p: save(p, np.zeros((20, 18, 16, 2), np.uint8)), "4D image"),
+]
+
+
+@pytest.mark.parametrize(
+  "breaker,pattern",
+  LABEL_PROBLEMS,
+  ids=["missing", "garbage", "half_gzip", "shape", "affine", "range", "fraction", "4d"],
+)
+def test_prepare_label_names_the_file_and_the_problem(tmp_path, breaker, pattern):
+  ds = make_dataset(tmp_path / "data")
+  ann = tmp_path / "annotations" / "c0.nii.gz"
+  ann.parent.mkdir()
+  save(ann, annotator_label())
+  prepare_label(ds, "c0", ann, PreprocessConfig())  # the intact file is fine
+  breaker(ann)
+  with pytest.raises(DataError) as e:
+    prepare_label(ds, "c0", ann, PreprocessConfig())
+  assert len(e.value.problems) == 1
+  assert e.value.problems[0].startswith(f"{ann}: ")
+  assert re.search(pattern, e.value.problems[0]), e.value.problems
 
 
 @pytest.mark.parametrize(

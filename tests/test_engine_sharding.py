@@ -26,7 +26,7 @@ out = {}
 for n in (1, 4):
   mesh = make_mesh(jax.devices()[:n])
   step = make_train_step(m, tx, mesh, 2)
-  s = create_state(m, v, tx)
+  s = create_state(v, tx)
   losses = []
   for b in batches:  # two steps: the second sees the first's params AND batch_stats
     s, met = step(s, b, jax.random.key(0))

@@ -1,4 +1,5 @@
-"""Train step and stage loop on a tiny SegResNetDS (init_filters 4, 3 levels, 16^3)."""
+"""Train step and stage loop on a tiny SegResNetDS (init_filters 4, 3 levels, 16^3):
+fit, divergence, checkpoints, bf16, augmentation, remat, deep supervision."""
 
 import itertools
 import json
@@ -11,14 +12,15 @@ from assft_jax.engine import (
   TrainingDiverged,
   create_state,
   fine_tune,
+  latest_step,
   make_mesh,
   make_optimizer,
   make_train_step,
   restore_state,
   save_state,
 )
-from assft_jax.models import SegResNetDS
-from tests._engine_helpers import fast_variables, phantom_batch
+from assft_jax.models import SegResNetDS, load_pretrained, model_config, save_pretrained
+from tests._engine_helpers import fast_variables, np_deep_supervision_loss, phantom_batch
 
 S = 16
 
@@ -46,7 +48,7 @@ def test_tiny_fit_and_no_recompile(setup, tmp_path):
   module, variables, tx, step = setup
   log = tmp_path / "log.jsonl"
   state, hist = fine_tune(
-    create_state(module, variables, tx),
+    create_state(variables, tx),
     step,
     loader(0),
     6,
@@ -54,15 +56,17 @@ def test_tiny_fit_and_no_recompile(setup, tmp_path):
     jax.random.key(1),
     round_=1,
     log_path=log,
+    diverged_dir=tmp_path / "diverged",
     progress=False,
   )
+  assert not (tmp_path / "diverged").exists()  # written only on divergence
   losses = [h["loss"] for h in hist]
   assert losses[-1] < 0.5 * losses[0], losses
   assert hist[-1]["dice"] > 0.6, hist[-1]
   assert int(state["step"]) == 30 and len(log.read_text().splitlines()) == 6
   # a second round with the same shapes (fresh opt_state, same tx) must not recompile
   state2, hist2 = fine_tune(
-    create_state(module, _host(state), tx),
+    create_state(_host(state), tx),
     step,
     loader(1),
     1,
@@ -74,46 +78,66 @@ def test_tiny_fit_and_no_recompile(setup, tmp_path):
   assert hist[-1]["compiles"] == 1 and hist2[-1]["compiles"] == 1
 
 
-def test_nan_injection_stops_and_keeps_checkpoint(setup, tmp_path):
+@pytest.mark.parametrize("how", ["nan_batch", "huge_lr"])
+def test_divergence_stops_and_saves_last_good_state(setup, tmp_path, how):
+  """A NaN image (step 3) or an lr of 1e30 (the 2nd update overflows the weights):
+  the exception names round, stage and global step, and `diverged_dir` holds exactly
+  its `.state`, replacing an older divergence's checkpoint of a higher step."""
   module, variables, tx, step = setup
-  state = create_state(module, variables, tx)
   good = loader(3)
-  batches = itertools.chain(
-    [next(good), next(good), next(good)],
-    [dict(next(good), image=np.full((2, S, S, S, 1), np.nan, np.float32))],
-  )
-  with pytest.raises(TrainingDiverged, match=r"round 7, step 3 \(epoch 1\)") as ei:
+  if how == "nan_batch":
+    batches = itertools.chain(
+      [next(good), next(good), next(good)],
+      [dict(next(good), image=np.full((2, S, S, S, 1), np.nan, np.float32))],
+    )
+    fail_step, epoch = 3, 1
+  else:
+    tx = make_optimizer(1e30)
+    step = make_train_step(module, tx, make_mesh(), 2)
+    batches, fail_step, epoch = good, None, None
+  stale = create_state(variables, tx)
+  stale["step"] = stale["step"] + 1000
+  save_state(tmp_path / "div", stale)
+  with pytest.raises(TrainingDiverged, match=r"round 7, stage 'r7 pseudo', at global step") as ei:
     fine_tune(
-      state,
+      create_state(variables, tx),
       step,
       batches,
       2,
       2,
       jax.random.key(0),
       round_=7,
-      checkpoint_dir=tmp_path / "ckpt",
+      desc="r7 pseudo",
+      diverged_dir=tmp_path / "div",
       log_path=tmp_path / "log.jsonl",
       progress=False,
     )
+  err = ei.value
+  assert (err.round, err.desc, err.saved_to) == (7, "r7 pseudo", tmp_path / "div")
+  assert f"global step {err.step} (epoch {err.epoch})" in str(err)
+  if fail_step is not None:
+    assert (err.step, err.epoch) == (fail_step, epoch)
   last = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
-  assert last["diverged"] and last["step"] == 3 and not np.isfinite(last["loss"])
-  kept = ei.value.state
-  assert int(kept["step"]) == 3
-  leaves = jax.tree.leaves(_host(kept))
-  assert all(np.all(np.isfinite(x)) for x in leaves)
-  restored = restore_state(tmp_path / "ckpt", create_state(module, variables, tx))
-  for a, b in zip(leaves, jax.tree.leaves(_host(restored))):
+  assert last["diverged"] and last["step"] == err.step and not np.isfinite(last["loss"])
+  kept = _host(err.state)
+  assert int(kept["step"]) == err.step
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(kept["params"]))
+  assert latest_step(tmp_path / "div") == err.step  # the stale step-1000 one is gone
+  restored = restore_state(tmp_path / "div", create_state(variables, tx))
+  assert jax.tree.structure(restored) == jax.tree.structure(kept)
+  for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(_host(restored))):
+    assert a.dtype == b.dtype
     np.testing.assert_array_equal(a, b)
 
 
 def test_save_restore_bit_identical(setup, tmp_path):
   module, variables, tx, step = setup
   state, _ = fine_tune(
-    create_state(module, variables, tx), step, loader(4), 1, 2, jax.random.key(0), progress=False
+    create_state(variables, tx), step, loader(4), 1, 2, jax.random.key(0), progress=False
   )
   ref = _host(state)
   save_state(tmp_path, state)
-  got = restore_state(tmp_path, create_state(module, variables, tx))
+  got = restore_state(tmp_path, create_state(variables, tx))
   assert jax.tree.structure(got) == jax.tree.structure(ref)
   for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(_host(got))):
     assert a.dtype == b.dtype
@@ -128,8 +152,8 @@ def test_bf16_close_to_fp32(setup):
   module, variables, tx, step32 = setup
   step16 = make_train_step(module, tx, make_mesh(), 2, precision="bf16")
   batch = phantom_batch(np.random.default_rng(5), 2)
-  s32, m32 = step32(create_state(module, variables, tx), batch, jax.random.key(0))
-  s16, m16 = step16(create_state(module, variables, tx), batch, jax.random.key(0))
+  s32, m32 = step32(create_state(variables, tx), batch, jax.random.key(0))
+  s16, m16 = step16(create_state(variables, tx), batch, jax.random.key(0))
   assert jax.tree.leaves(s16["params"])[0].dtype == np.float32
   np.testing.assert_allclose(float(m16["loss"]), float(m32["loss"]), rtol=5e-3)
   np.testing.assert_allclose(float(m16["grad_norm"]), float(m32["grad_norm"]), rtol=5e-3)
@@ -150,12 +174,12 @@ def test_augmentation_inside_step_uses_fold_in(setup):
   aug_step = make_train_step(module, tx, make_mesh(), 2, augment_cfg=cfg)
   batch = phantom_batch(np.random.default_rng(6), 2)
   rng = jax.random.key(3)
-  _, m_aug = aug_step(create_state(module, variables, tx), batch, rng)
+  _, m_aug = aug_step(create_state(variables, tx), batch, rng)
   img, lab = augment_batch(jax.random.fold_in(rng, 0), batch["image"], batch["label"], cfg)
   _, m_ref = plain(
-    create_state(module, variables, tx), {"image": np.asarray(img), "label": np.asarray(lab)}, rng
+    create_state(variables, tx), {"image": np.asarray(img), "label": np.asarray(lab)}, rng
   )
-  _, m_raw = plain(create_state(module, variables, tx), batch, rng)
+  _, m_raw = plain(create_state(variables, tx), batch, rng)
   np.testing.assert_allclose(float(m_aug["loss"]), float(m_ref["loss"]), rtol=1e-5)
   assert abs(float(m_aug["loss"]) - float(m_raw["loss"])) > 1e-4
 
@@ -166,9 +190,40 @@ def test_remat_same_step(setup):
   module, variables, tx, plain = setup
   remat = make_train_step(module.clone(remat=True), tx, make_mesh(), 2)
   batch = phantom_batch(np.random.default_rng(7), 2)
-  s1, m1 = plain(create_state(module, variables, tx), batch, jax.random.key(0))
-  s2, m2 = remat(create_state(module, variables, tx), batch, jax.random.key(0))
+  s1, m1 = plain(create_state(variables, tx), batch, jax.random.key(0))
+  s2, m2 = remat(create_state(variables, tx), batch, jax.random.key(0))
   np.testing.assert_allclose(float(m2["loss"]), float(m1["loss"]), rtol=1e-6)
   np.testing.assert_allclose(float(m2["grad_norm"]), float(m1["grad_norm"]), rtol=1e-5)
   for a, b in zip(jax.tree.leaves(_host(s1)), jax.tree.leaves(_host(s2))):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_deep_supervision_step_matches_numpy_reference(setup, tmp_path):
+  """`load_pretrained(dsdepth=2)` of a saved dsdepth-1 model: the train step's loss is the
+  numpy deep-supervision Dice+CE of the model's two outputs, unlike the dsdepth-1 loss on
+  the same weights and batch; eval still returns only the full-resolution logits, equal
+  to the dsdepth-1 model's (the full-resolution head is the saved one)."""
+  module1, variables, tx1, step1 = setup
+  save_pretrained(tmp_path / "m", model_config(module1), variables)
+  batch = phantom_batch(np.random.default_rng(8), 2)
+  losses, evals = {}, {}
+  for d in (1, 2):
+    module, v = load_pretrained(tmp_path / "m", dsdepth=d, rng=jax.random.key(1))
+    assert module.dsdepth == d
+    if d == 1:
+      assert module == module1
+      tx, step = tx1, step1
+    else:
+      tx = make_optimizer(3e-3, 30)
+      step = make_train_step(module, tx, make_mesh(), 2)
+    outs, _ = module.apply(v, batch["image"], train=True, mutable=["batch_stats"])
+    outs = outs if d > 1 else [outs]
+    assert [o.shape[1:4] for o in outs] == [(S,) * 3, (S // 2,) * 3][:d]
+    ref = np_deep_supervision_loss([np.asarray(o) for o in outs], batch["label"], 2)
+    _, m = step(create_state(v, tx), batch, jax.random.key(0))
+    np.testing.assert_allclose(float(m["loss"]), ref, rtol=1e-5)
+    losses[d] = float(m["loss"])
+    evals[d] = np.asarray(module.apply(v, batch["image"]))
+  assert abs(losses[2] - losses[1]) > 1e-3, losses
+  assert evals[2].shape == evals[1].shape == (2, S, S, S, 2)
+  np.testing.assert_allclose(evals[2], evals[1], rtol=1e-6, atol=1e-6)

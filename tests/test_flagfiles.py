@@ -1,7 +1,14 @@
-"""Every flagfile parses into a valid RunConfig, and the paper protocols carry §4's numbers."""
+"""Every flagfile parses into a valid RunConfig, and the paper protocols carry §4's numbers.
+
+The resolved config is also checked field by field against one built here from today's
+defaults and the flagfile's own lines: a workdir compares its config.json on resume, so a
+refactoring of the flags must not change a single value, type or key.
+"""
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +25,127 @@ PAPER = {
   "amos_mri": dict(patch=(48, 160, 224), rounds=6, budget="5%", epochs_round=400),
   "abdominal_mri": dict(patch=(64, 192, 192), rounds=3, budget="2", epochs_round=400),
 }
+
+# config.json of `--workdir=x` alone, as the runs of the paper reproduction wrote it. A
+# change here is a change of every workdir's config: old runs would refuse to resume.
+DEFAULTS = {
+  "workdir": "x",
+  "seed": 0,
+  "cache_dir": None,
+  "data": {
+    "data_dir": None,
+    "layout": "auto",
+    "drop_labels": [],
+    "include": None,
+    "splits": ["training"],
+    "pipeline": "paper",
+    "crop_size": None,
+    "spacing": None,
+    "orientation": None,
+    "test_fraction": 0.2,
+    "phantom_domain": "mr",
+    "phantom_n": 40,
+    "phantom_shape": [32, 32, 32],
+    "phantom_seed": 0,
+  },
+  "model": {
+    "pretrained": None,
+    "init_filters": 8,
+    "blocks_down": [1, 2, 2, 4],
+    "dsdepth": 1,
+    "norm": "batch",
+    "conv_impl": "auto",
+    "source_steps": 150,
+    "source_lr": 0.003,
+  },
+  "train": {
+    "epochs_init": 100,
+    "epochs_round": 400,
+    "steps_per_epoch": 1,
+    "patch": [32, 32, 32],
+    "batch_size": 2,
+    "lr": 0.0001,
+    "weight_decay": 1e-05,
+    "clip_norm": None,
+    "precision": "fp32",
+    "devices": 0,
+    "augment": True,
+    "sw_batch_size": 2,
+  },
+  "al": {
+    "strategy": "assft",
+    "ssft": True,
+    "rounds": 5,
+    "budget": "5%",
+    "init_pick": "medoid",
+    "tau_c": 1.0,
+    "oracle": "ground_truth",
+    "labels_dir": None,
+    "annotation_dir": None,
+    "mode": "al",
+  },
+}
+
+# How a flagfile value reads, by flag name; every other flag is a plain string.
+INTS = {
+  "seed", "phantom_n", "phantom_seed", "init_filters", "dsdepth", "source_steps",
+  "epochs_init", "epochs_round", "steps_per_epoch", "batch_size", "devices",
+  "sw_batch_size", "rounds",
+}  # fmt: skip
+FLOATS = {"test_fraction", "source_lr", "lr", "weight_decay", "clip_norm", "tau_c"}
+BOOLS = {"augment", "ssft"}
+INT_LISTS = {"crop_size", "phantom_shape", "blocks_down", "patch"}
+FLOAT_LISTS = {"spacing"}
+STR_LISTS = {"splits", "drop_labels"}
+
+
+def expected_config(lines: list[str]) -> dict:
+  """DEFAULTS with `--name=value` / `--name` / `--noname` lines applied."""
+  want = copy.deepcopy(DEFAULTS)
+  home = {k: want for k in want if not isinstance(want[k], dict)}
+  home |= {k: sub for sub in want.values() if isinstance(sub, dict) for k in sub}
+  assert len(home) == sum(len(v) if isinstance(v, dict) else 1 for v in want.values())
+  for line in lines:
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    assert line.startswith("--"), line
+    name, eq, text = line[2:].partition("=")
+    if not eq:
+      value = name in BOOLS
+      name = name if value else name.removeprefix("no")
+      assert name in BOOLS, line
+    elif name in INTS:
+      value = int(text)
+    elif name in FLOATS:
+      value = float(text)
+    elif name in INT_LISTS | FLOAT_LISTS | STR_LISTS:
+      kind = int if name in INT_LISTS else float if name in FLOAT_LISTS else str
+      value = [kind(x) for x in text.split(",")]
+    else:
+      value = text
+    home[name][name] = value
+  return want
+
+
+@pytest.mark.parametrize("path", sorted(FLAGS_DIR.glob("*.flags")), ids=lambda p: p.stem)
+def test_flagfile_resolves_to_the_same_config_json(path):
+  cfg = run_flags.parse([f"--flagfile={path}", "--workdir=x"])
+  want = expected_config(path.read_text().splitlines())
+  # As strings: key order and int-vs-float (100 vs 100.0) matter to config.json too.
+  assert json.dumps(cfg.to_json()) == json.dumps(want)
+
+
+def test_expected_config_reads_every_kind_of_line():
+  """The reference itself: each kind of value, and a --no boolean."""
+  lines = ["--cache_dir=c", "--spacing=1.5,1.5,2", "--drop_labels=a,b", "--noaugment"]
+  lines += ["--clip_norm=1", "--rounds=2", "# comment", ""]
+  want = expected_config(lines)
+  assert want["cache_dir"] == "c" and want["data"]["spacing"] == [1.5, 1.5, 2.0]
+  assert want["data"]["drop_labels"] == ["a", "b"] and want["train"]["augment"] is False
+  assert want["train"]["clip_norm"] == 1.0 and want["al"]["rounds"] == 2
+  cfg = run_flags.parse(["--workdir=x"] + lines)
+  assert json.dumps(cfg.to_json()) == json.dumps(want)
 
 
 @pytest.mark.parametrize("path", sorted(FLAGS_DIR.glob("*.flags")), ids=lambda p: p.stem)

@@ -127,3 +127,37 @@ def test_load_errors_name_the_directory(tmp_path):
   (tmp_path / "model.json").write_text("{not json")
   with pytest.raises(CheckpointError, match="invalid JSON"):
     load_pretrained(tmp_path)
+
+
+def test_load_with_dsdepth_override(tmp_path):
+  """dsdepth adds heads (He-initialised from rng, std sqrt(2 / fan_in)) or drops them;
+  every other saved variable, the full-resolution head included, is kept bit-exactly."""
+  base = SegResNetDS(**TINY, dsdepth=1)
+  v = init_variables(base, jax.random.key(2), 4)
+  v["batch_stats"] = jax.tree.map(lambda a: a + 0.5, v["batch_stats"])
+  save_pretrained(tmp_path / "d1", model_config(base), v)
+  m2, v2 = load_pretrained(tmp_path / "d1", dsdepth=2, rng=jax.random.key(9))
+  assert m2 == base.clone(dsdepth=2)
+  head = v2["params"]["up_layers_0"]["head"]  # the new half-resolution head
+  assert head["kernel"].shape == (1, 1, 1, 8, 3) and not np.any(np.asarray(head["bias"]))
+  level0 = {k: a for k, a in v2["params"]["up_layers_0"].items() if k != "head"}
+  rest = dict(v2, params=dict(v2["params"], up_layers_0=level0))
+  assert _diff(rest, v) == 0.0  # without the new head: the saved variables, unchanged
+  fresh = init_variables(m2, jax.random.key(9), 4)["params"]["up_layers_0"]["head"]
+  assert _diff(head, fresh) == 0.0  # drawn from `rng` by the one initialiser
+  wide = load_pretrained(tmp_path / "d1", dsdepth=2, out_channels=64)[1]
+  k = np.asarray(wide["params"]["up_layers_0"]["head"]["kernel"])  # [1, 1, 1, 8, 64]
+  assert abs(k.std() / np.sqrt(2 / 8) - 1) < 0.15  # 512 draws: ~5 standard errors
+  # back down to 1: the extra head is dropped, everything else is the dsdepth-2 model's
+  save_pretrained(tmp_path / "d2", model_config(m2), v2)
+  m1, v1 = load_pretrained(tmp_path / "d2", dsdepth=1)
+  assert m1 == base and jax.tree.structure(v1) == jax.tree.structure(v) and _diff(v1, v) == 0.0
+  # an encoder: dsdepth only matters once a decoder is built
+  enc = SegResEncoder(init_filters=4, blocks_down=(1, 1, 2))
+  save_pretrained(tmp_path / "enc", model_config(enc), init_variables(enc, jax.random.key(0), 4))
+  assert load_pretrained(tmp_path / "enc", dsdepth=2)[0] == enc
+  full, fv = load_pretrained(tmp_path / "enc", out_channels=3, dsdepth=2)
+  assert full.dsdepth == 2
+  assert [
+    o.shape[1] for o in full.apply(fv, _x((1, 8, 8, 8, 1)), train=True, mutable=["batch_stats"])[0]
+  ] == [8, 4]

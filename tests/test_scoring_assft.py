@@ -59,6 +59,24 @@ def test_asd_matches_numpy(r, R):
   np.testing.assert_allclose(assft.asd(p, r, R), _masked_entropy_mean(p, tau), rtol=RTOL)
 
 
+def test_asd_refuses_round_zero():
+  with pytest.raises(ValueError, match="r >= 1"):
+    assft.asd(_probs(0), 0, 5)
+
+
+def test_unit_rows_matches_sklearn_normalize():
+  from sklearn.preprocessing import normalize
+
+  rng = np.random.default_rng(6)
+  for dtype in (np.float32, np.float64):
+    x = (rng.normal(size=(9, 7)) * rng.uniform(1e-3, 1e3, size=(9, 1))).astype(dtype)
+    x[4] = 0.0  # a zero row stays zero (no NaN)
+    got = assft.unit_rows(x)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, normalize(x.astype(np.float64)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[4], 0.0)
+
+
 def test_confidence_matches_numpy():
   p = _probs(2, sharp=3.0)
   p[0] = 0.0

@@ -71,6 +71,19 @@ def test_reduce_case_stats_matches_numpy(seed, c, sharp, r, R):
     np.testing.assert_allclose(got[k], ref[k], rtol=RTOL, atol=1e-7, err_msg=k)
 
 
+def test_reduce_case_stats_at_round_zero_leaves_out_asd():
+  """r = 0 (the init, tau(0) undefined): every r-independent key, against numpy; no asd."""
+  p = _probs(4, c=3, sharp=2.0)
+  got = {k: np.asarray(v) for k, v in kernels.reduce_case_stats(p, 0, 5).items()}
+  assert set(got) == set(kernels.STAT_KEYS) - {"asd"}
+  ref = _reference(p, 1.0)
+  for k in got:
+    np.testing.assert_allclose(got[k], ref[k], rtol=RTOL, atol=1e-7, err_msg=k)
+  for r, R in ((-1, 5), (0, 0)):
+    with pytest.raises(ValueError, match="r >= 0 and R >= 1"):
+      kernels.reduce_case_stats(p, r, R)
+
+
 def test_conf_is_zero_without_foreground_and_ugtst_finite():
   p = np.zeros((2, 4, 4, 4, 3), np.float32)
   p[..., 0] = 0.9

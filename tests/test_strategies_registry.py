@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 
 from assft_jax import strategies
-from assft_jax.pool import Pool
-from assft_jax.strategies import StrategyError
+from assft_jax.scoring import assft
+from assft_jax.strategies import Pool, StrategyError, register
 
 ALL = [
   "random",
+  "rand",
   "fg_random",
+  "fg_rand",
   "entropy",
   "least_confidence",
   "margin",
@@ -52,6 +54,8 @@ def make_pool(ids, n_labeled=3, n_excluded=3):
 def test_registry_has_every_name():
   assert sorted(ALL) == strategies.names()
   assert strategies.get("assft").fn is strategies.get("dkd_asd").fn
+  assert strategies.get("rand").fn is strategies.get("random").fn
+  assert strategies.get("fg_rand").fn is strategies.get("fg_random").fn
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -60,8 +64,8 @@ def test_budget_distinct_queryable_and_seeded(name, budget):
   stats = make_stats()
   pool = make_pool(stats["ids"])
   s = strategies.get(name)
-  a = s.select(stats, pool, budget, np.random.default_rng(11), r=2, R=5)
-  b = s.select(stats, pool, budget, np.random.default_rng(11), r=2, R=5)
+  a = s.select(stats, pool, budget, np.random.default_rng(11), r=2, R=5).ids
+  b = s.select(stats, pool, budget, np.random.default_rng(11), r=2, R=5).ids
   assert len(a) == budget == len(set(a))
   assert set(a) <= set(pool.queryable)
   assert a == b
@@ -71,6 +75,7 @@ def test_allow_all_returns_every_queryable_case():
   stats = make_stats()
   pool = make_pool(stats["ids"])
   got = strategies.get("entropy").select(stats, pool, 100, np.random.default_rng(0), allow_all=True)
+  got = got.ids
   assert sorted(got) == sorted(pool.queryable)
 
 
@@ -93,7 +98,7 @@ def _clustered_stats(seed=0):
 def test_diversity_strategies_avoid_near_duplicates(name, seed):
   stats, cluster = _clustered_stats(seed)
   pool = Pool(labeled={"case000": 0}, unlabeled=tuple(stats["ids"][1:]))
-  got = strategies.get(name).select(stats, pool, 5, np.random.default_rng(seed))
+  got = strategies.get(name).select(stats, pool, 5, np.random.default_rng(seed)).ids
   assert len({cluster[i] for i in got}) == 5, got
 
 
@@ -138,22 +143,84 @@ def test_rankings_follow_the_design_table():
     return [stats["ids"][i] for i in idx]
 
   rng = np.random.default_rng(0)
-  assert strategies.get("asd").select(stats, pool, 4, rng) == ids(
+  assert strategies.get("asd").select(stats, pool, 4, rng).ids == ids(
     rows[np.argsort(-stats["asd"][1:])[:4]]
   )
-  assert strategies.get("asd_low").select(stats, pool, 4, rng) == ids(
+  assert strategies.get("asd_low").select(stats, pool, 4, rng).ids == ids(
     rows[np.argsort(stats["asd"][1:])[:4]]
   )
-  assert strategies.get("asd_tau1").select(stats, pool, 4, rng) == ids(
+  assert strategies.get("asd_tau1").select(stats, pool, 4, rng).ids == ids(
     rows[np.argsort(-stats["asd_tau1"][1:])[:4]]
   )
   # CUP: top 2 N_B by usum, then top N_B of those by fg_frac.
   c = rows[np.argsort(-stats["usum"][1:])[:8]]
-  assert strategies.get("cup").select(stats, pool, 4, rng) == ids(
+  assert strategies.get("cup").select(stats, pool, 4, rng).ids == ids(
     c[np.argsort(-stats["fg_frac"][c])[:4]]
   )
   # FG-RAND never picks a case under the foreground threshold while enough qualify.
   stats["fg_frac"][:] = 0.0
   stats["fg_frac"][[3, 9, 14, 20, 28]] = 0.2
-  got = strategies.get("fg_random").select(stats, pool, 3, rng, fg_min_frac=0.1)
+  got = strategies.get("fg_random").select(stats, pool, 3, rng, fg_min_frac=0.1).ids
   assert set(got) <= set(ids([3, 9, 14, 20, 28]))
+
+
+SCORE_NAMES = {"dkd_asd": {"dkd", "Q"}, "assft": {"dkd", "Q"}, "dkd": {"dkd"}, "dkd_low": {"dkd"}}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_selection_scores_cover_the_candidates(name):
+  """Each strategy returns the scores it ranked by (beyond stats keys), for every
+  queryable case as python floats; DKD and Q are exactly scoring.assft's over the
+  candidates in pool order (the query record relies on this)."""
+  stats = make_stats()
+  pool = make_pool(stats["ids"])
+  sel = strategies.get(name).select(stats, pool, 4, np.random.default_rng(3), r=1, R=5)
+  assert set(sel.scores) == SCORE_NAMES.get(name, set())
+  for values in sel.scores.values():
+    assert list(values) == list(pool.queryable)
+    assert all(type(v) is float for v in values.values())
+  if sel.scores:
+    rows = [stats["ids"].index(i) for i in pool.queryable]
+    dkd = assft.dkd(stats["emb_0"][rows], stats["emb_r"][rows])
+    assert list(sel.scores["dkd"].values()) == dkd.tolist()
+    if "Q" in sel.scores:
+      q = assft.query_score(dkd, stats["asd"][rows])
+      assert list(sel.scores["Q"].values()) == q.tolist()
+
+
+def test_unknown_option_names_strategy_option_and_valid_ones():
+  stats = make_stats()
+  pool = make_pool(stats["ids"])
+  with pytest.raises(StrategyError, match=r"'sann'.*san_pool.*sann_pool"):
+    strategies.get("sann").select(stats, pool, 2, np.random.default_rng(0), san_pool=3)
+  with pytest.raises(StrategyError, match=r"'rand'.*fg_min_frac"):  # another strategy's option
+    strategies.get("rand").select(stats, pool, 2, np.random.default_rng(0), fg_min_frac=0.1)
+  assert strategies.get("entropy").options == ()
+  assert strategies.get("fg_random").options == ("fg_min_frac",)
+
+
+@pytest.mark.parametrize(
+  "name,option,first",
+  [("sann", "sann_pool", "entropy"), ("ugtst", "ugtst_pool", "ugtst"), ("cup", "cup_pool", "usum")],
+)
+def test_pool_option_reaches_the_strategy(name, option, first):
+  """With a pre-selection pool of 1·N_B, the cascade keeps exactly the top N_B of its
+  first ranking: the declared option must reach the strategy's code."""
+  stats = make_stats()
+  pool = Pool(labeled={"case000": 0}, unlabeled=tuple(stats["ids"][1:]))
+  got = strategies.get(name).select(stats, pool, 4, np.random.default_rng(0), **{option: 1})
+  want = {stats["ids"][1 + i] for i in np.argsort(-stats[first][1:])[:4]}
+  assert set(got.ids) == want
+  default = strategies.get(name).select(stats, pool, 4, np.random.default_rng(0))
+  assert set(default.ids) != want  # the test data tells the two pools apart
+
+
+def test_register_checks_declared_options_against_the_function():
+  def fn(table, budget, rng, *, width=2):
+    return [0], {}
+
+  with pytest.raises(ValueError, match="options"):
+    register("test_options_mismatch", keys=(), options=("depth",))(fn)
+  with pytest.raises(ValueError, match="options"):
+    register("test_options_mismatch", keys=())(fn)
+  assert "test_options_mismatch" not in strategies.names()

@@ -60,7 +60,7 @@ def test_uncertainty_sampling_selects_same_cases(ours, theirs, seed):
     k: np.asarray(v) for k, v in kernels.reduce_case_stats(p.reshape(N, 1, 1, 1, C), 1, 5).items()
   }
   stats["ids"] = ids
-  got = strategies.get(ours).select(stats, pool, BUDGET, rng)
+  got = strategies.get(ours).select(stats, pool, BUDGET, rng).ids
   clf = LookupClassifier(probas=p.astype(np.float64)).fit(None, None)
   q = skpool.UncertaintySampling(method=theirs, random_state=0).query(
     np.arange(N, dtype=float)[:, None], y, clf, fit_clf=False, batch_size=BUDGET
@@ -73,7 +73,7 @@ def test_coreset_selects_same_cases(seed):
   rng, _, y, ids, pool = _data(seed)
   emb = rng.normal(size=(N, F))
   stats = {"ids": ids, "emb_r": emb}
-  got = strategies.get("coreset").select(stats, pool, BUDGET, rng)
+  got = strategies.get("coreset").select(stats, pool, BUDGET, rng).ids
   q = skpool.CoreSet(metric="euclidean", random_state=0).query(emb, y, batch_size=BUDGET)
   assert got == [ids[i] for i in q]
 
@@ -84,7 +84,7 @@ def test_coreset_respects_exclusion_like_skactiveml_candidates():
   excluded = tuple(ids[i] for i in (1, 2, 3, 30))
   pool = Pool(labeled=pool.labeled, unlabeled=pool.unlabeled, excluded=excluded)
   cand = np.array([ids.index(i) for i in pool.queryable])
-  got = strategies.get("coreset").select({"ids": ids, "emb_r": emb}, pool, BUDGET, rng)
+  got = strategies.get("coreset").select({"ids": ids, "emb_r": emb}, pool, BUDGET, rng).ids
   q = skpool.CoreSet(random_state=0).query(emb, y, candidates=cand, batch_size=BUDGET)
   assert got == [ids[i] for i in q]
 
@@ -141,5 +141,5 @@ def test_badge_first_pick_and_d2_distributions_match(seed):
     )
 
   stats = {"ids": ids, "badge": ours}
-  got = strategies.get("badge").select(stats, pool, BUDGET, np.random.default_rng(0))
+  got = strategies.get("badge").select(stats, pool, BUDGET, np.random.default_rng(0)).ids
   assert got[0] == ids[q[0]]

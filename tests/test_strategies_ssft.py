@@ -1,4 +1,4 @@
-"""Selective semi-supervised selection (§3.3), the §3.4 exclusion and the ASSFT query."""
+"""Selective semi-supervised selection (§3.3) and the ASSFT query with its scores."""
 
 import math
 
@@ -8,7 +8,7 @@ from scipy.stats import rankdata
 
 from assft_jax import strategies
 from assft_jax.pool import Pool
-from assft_jax.strategies import StrategyError, n_su, next_excluded, select_reliable
+from assft_jax.strategies import StrategyError, n_su, select_reliable
 
 
 def _table(n=40, f=8, seed=0):
@@ -60,10 +60,8 @@ def test_select_reliable_caps_and_errors():
     select_reliable(stats, pool, 2)
 
 
-def test_n_su_and_next_excluded():
-  assert n_su(2, 3, 100) == 6 and n_su(5, 4, 7) == 7
-  assert next_excluded(["a", "b", "a"]) == ("a", "b")
-  assert next_excluded([]) == ()
+def test_n_su():
+  assert n_su(2, 3, 100) == 6 and n_su(5, 4, 7) == 7 and n_su(3, 2, 0) == 0
 
 
 def test_dkd_asd_scores_only_the_queryable_cases():
@@ -85,10 +83,13 @@ def test_dkd_asd_scores_only_the_queryable_cases():
   score = (rankdata(dkd) - 1) / (n - 1) + (rankdata(stats["asd"][q]) - 1) / (n - 1)
   want = [pool.queryable[i] for i in np.argsort(-score, kind="stable")[:5]]
   for name in ("dkd_asd", "assft"):
-    assert strategies.get(name).select(stats, pool, 5, np.random.default_rng(0)) == want
-  assert strategies.get("dkd").select(stats, pool, 3, np.random.default_rng(0)) == [
-    pool.queryable[i] for i in np.argsort(-dkd)[:3]
-  ]
-  assert strategies.get("dkd_low").select(stats, pool, 3, np.random.default_rng(0)) == [
-    pool.queryable[i] for i in np.argsort(dkd)[:3]
-  ]
+    sel = strategies.get(name).select(stats, pool, 5, np.random.default_rng(0))
+    assert sel.ids == want
+    assert set(sel.scores) == {"dkd", "Q"}
+    np.testing.assert_allclose([sel.scores["dkd"][i] for i in pool.queryable], dkd, rtol=1e-10)
+    np.testing.assert_allclose([sel.scores["Q"][i] for i in pool.queryable], score, atol=1e-12)
+  for name, ranked in (("dkd", np.argsort(-dkd)), ("dkd_low", np.argsort(dkd))):
+    sel = strategies.get(name).select(stats, pool, 3, np.random.default_rng(0))
+    assert sel.ids == [pool.queryable[i] for i in ranked[:3]]
+    assert set(sel.scores) == {"dkd"}
+    np.testing.assert_allclose([sel.scores["dkd"][i] for i in pool.queryable], dkd, rtol=1e-10)

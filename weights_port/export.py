@@ -11,13 +11,12 @@ where cfg is printed by this command (init_filters, in_channels, blocks_down, ..
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from absl import flags
 
+from assft_jax import atomic
 from assft_jax.errors import cli_errors
 from weights_port.convert import parse
 from weights_port.mapping import PortError, to_torch
@@ -35,15 +34,8 @@ def export(src: str | Path, dst: str | Path) -> dict:
   dst = Path(dst)
   if dst.suffix != ".safetensors":
     raise PortError(f"--dst {dst}: expected a .safetensors file name")
-  dst.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
-  os.close(fd)
-  try:
+  with atomic.atomic_path(dst, suffix=".safetensors") as tmp:
     safetensors.numpy.save_file(sd, tmp, metadata={"format": "pt"})
-    os.replace(tmp, dst)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
   return monai_kwargs(cfg)
 
 

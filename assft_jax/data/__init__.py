@@ -4,7 +4,7 @@ augmentation, grain patch loader, and the built-in phantom benchmark."""
 from .datasets import Case, Dataset, load_index
 from .errors import DataError
 from .io import load_volume, save_prediction
-from .preprocess import PreprocessConfig, Volume, prepare
+from .preprocess import PreprocessConfig, Volume, prepare, prepare_label
 
 __all__ = [
   "Case",
@@ -16,6 +16,7 @@ __all__ = [
   "load_volume",
   "make_loader",
   "prepare",
+  "prepare_label",
   "save_prediction",
 ]
 

@@ -57,7 +57,8 @@ def sample_params(key: jax.Array, cfg: AugmentConfig) -> dict[str, jax.Array]:
 
 
 def rotation_matrix(angles: jax.Array) -> jax.Array:
-  """[3] radians about axes 0, 1, 2 -> [3, 3] rotation R0 @ R1 @ R2."""
+  """[3] radians about axes 0, 1, 2 -> [3, 3] rotation R0 @ R1 @ R2, where R_i turns
+  the plane of the two other axes j < k by angles[i], from axis j toward axis k."""
 
   def rot(a, i, j):
     c, s = jnp.cos(a), jnp.sin(a)

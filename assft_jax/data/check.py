@@ -19,16 +19,10 @@ import numpy as np
 
 from .datasets import Dataset, scan_index
 from .errors import DataError
-from .io import load_label, load_volume
-from .validate import image_voxel_problems, label_voxel_problems
+from .validate import problem_files, read_cases
 
 PERCENTILES = (0.5, 5, 50, 95, 99.5)
 SAMPLES_PER_CASE = 20_000  # voxels per image kept for the intensity percentiles
-
-
-def voxel_problems(ds: Dataset, skip: set[str] = frozenset()) -> list[str]:
-  """Voxel-level problems of every case (cases whose files are in `skip` excluded)."""
-  return _scan(ds, skip)[0]
 
 
 def fingerprint(ds: Dataset) -> dict:
@@ -39,44 +33,24 @@ def fingerprint(ds: Dataset) -> dict:
   return fp
 
 
-def _scan(ds: Dataset, skip) -> tuple[list[str], dict]:
+def _scan(ds: Dataset, skip: set[str]) -> tuple[list[str], dict]:
+  """Voxel problems and the fingerprint in one pass (files in `skip` left out)."""
   problems: list[str] = []
-  n_values = len(ds.label_lut) if ds.label_lut else len(ds.class_names)
   shapes, spacings, samples = [], [], []
   counts = np.zeros(len(ds.class_names), np.int64)
   present = np.zeros(len(ds.class_names), np.int64)
-  for i, case in enumerate(ds.cases):
-    if str(case.image) in skip or (case.label is not None and str(case.label) in skip):
+  for i, voxels in read_cases(ds.cases, ds.n_label_values, ds.mask_names, skip):
+    problems += voxels.problems
+    if voxels.image is None:
       continue
-    try:
-      image, meta = load_volume(case.image)
-    except DataError as e:
-      problems += e.problems
-      continue
-    bad = image_voxel_problems(case.image, image)
-    problems += bad
-    shapes.append(image.shape)
-    spacings.append(meta["spacing"])
-    if not bad:
+    shapes.append(voxels.image.shape)
+    spacings.append(voxels.meta["spacing"])
+    if not voxels.image_problems:
       rng = np.random.default_rng(i)
-      flat = image.reshape(-1)
+      flat = voxels.image.reshape(-1)
       samples.append(flat[rng.integers(0, flat.size, min(flat.size, SAMPLES_PER_CASE))])
-    if case.label is None:
-      continue
-    try:
-      label, _ = load_label(case.label, None, ds.mask_names)
-    except DataError as e:
-      problems += e.problems
-      continue
-    lab_bad = label_voxel_problems(case.label, label, n_values)
-    if label.shape != image.shape:
-      lab_bad.append(f"{case.label}: label shape {label.shape} differs from image {image.shape}")
-    problems += lab_bad
-    if not lab_bad:
-      values = label.astype(np.int64)
-      if ds.label_lut:
-        values = np.asarray(ds.label_lut)[values]
-      c = np.bincount(values.reshape(-1), minlength=len(ds.class_names))
+    if voxels.label is not None and not voxels.label_problems:
+      c = np.bincount(ds.class_index(voxels.label).reshape(-1), minlength=len(ds.class_names))
       counts += c
       present += c > 0
   return problems, _summary(ds, shapes, spacings, samples, counts, present)
@@ -135,8 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       validate="header",
       require_labels=not args.allow_unlabeled,
     )
-    bad = {p.split(": ")[0] for p in problems}
-    voxel, fp = _scan(ds, bad)  # one pass: voxel problems and the fingerprint
+    voxel, fp = _scan(ds, problem_files(problems))
     problems += voxel
   except DataError as e:
     problems = list(e.problems)

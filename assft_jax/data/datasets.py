@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .validate import duplicate_problems, header_problems
+from .validate import duplicate_problems, header_problems, problem_files, read_cases
 
 LAYOUTS = ("msd", "nnunet", "flare21", "atlas", "generic")
 FLARE21_CLASSES = ("background", "liver", "kidney", "spleen", "pancreas")
@@ -65,6 +65,16 @@ class Dataset:
       if c.id == cid:
         return c
     raise KeyError(cid)
+
+  @property
+  def n_label_values(self) -> int:
+    """Label files hold the values 0..n_label_values-1 (before the LUT)."""
+    return len(self.label_lut) if self.label_lut else len(self.class_names)
+
+  def class_index(self, values: np.ndarray) -> np.ndarray:
+    """Label file values (checked integers) -> class indices, same shape, int32."""
+    label = values.astype(np.int32)
+    return np.asarray(self.label_lut, np.int32)[label] if self.label_lut else label
 
 
 def load_index(
@@ -153,10 +163,9 @@ def scan_index(
   names, lut = remap_classes(classes, label_map, drop_labels)
   ds = Dataset(tuple(cases), names, modality, root, layout, lut, masks)
   if validate == "full":
-    from .check import voxel_problems  # late import: check imports this module
-
-    bad = {p.split(": ")[0] for p in problems}
-    problems += voxel_problems(ds, skip=bad)
+    skip = problem_files(problems)  # a file with a header problem is not read again
+    for _, voxels in read_cases(ds.cases, ds.n_label_values, masks, skip):
+      problems += voxels.problems
   return ds, problems
 
 

@@ -68,16 +68,3 @@ def _overlap(shape, start, size):
 def centred_start(center: Sequence[float], size: Sequence[int]) -> tuple[int, ...]:
   """Start index of a window of `size` centred on `center`."""
   return tuple(int(round(c - k / 2)) for c, k in zip(center, size))
-
-
-def bbox(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-  """(lo, hi) inclusive-exclusive bounding box of a boolean mask, None if empty."""
-  lo, hi = [], []
-  for ax in range(mask.ndim):
-    other = tuple(a for a in range(mask.ndim) if a != ax)
-    hit = np.flatnonzero(mask.any(axis=other))
-    if hit.size == 0:
-      return None
-    lo.append(int(hit[0]))
-    hi.append(int(hit[-1]) + 1)
-  return tuple(lo), tuple(hi)

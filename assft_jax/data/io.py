@@ -9,12 +9,14 @@ to put a prediction back into the SOURCE file's grid (`save_prediction`).
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+from assft_jax.atomic import atomic_path
 
 from .errors import DataError
 from .geometry import resample_to_shape, uncrop
@@ -86,7 +88,7 @@ def mask_file(folder: Path, name: str) -> Path:
 
 
 def load_label(
-  path: str | os.PathLike, orientation: str | None = None, mask_names: tuple[str, ...] | None = None
+  path: str | os.PathLike, orientation: str | None = None, mask_names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, dict]:
   """A label map [D, H, W] (float32; the caller checks its values) and meta.
 
@@ -120,9 +122,8 @@ def load_label(
 
 
 def voxel_spacing(affine: np.ndarray) -> list[float]:
-  """Voxel size along each array axis (column norms of the affine)."""
-  a = np.asarray(affine, float)[:3, :3]
-  return [float(v) for v in np.sqrt((a**2).sum(axis=0))]
+  """Voxel size (mm) along each array axis of a [4, 4] affine."""
+  return [float(v) for v in nib.affines.voxel_sizes(np.asarray(affine, float))]
 
 
 def _ornt_xform(affine: np.ndarray, orientation: str | None) -> np.ndarray:
@@ -135,13 +136,12 @@ def _ornt_xform(affine: np.ndarray, orientation: str | None) -> np.ndarray:
 
 
 def inverse_ornt(xform) -> np.ndarray:
-  """Inverse of a nibabel orientation transform: row i of `xform` sends input axis i
-  to output axis xform[i, 0] (flipped if xform[i, 1] == -1)."""
-  xform = np.asarray(xform, float)
-  inv = np.zeros_like(xform)
-  for i, (j, flip) in enumerate(xform):
-    inv[int(j)] = (i, flip)
-  return inv
+  """Inverse [3, 2] of a nibabel orientation transform (row i of `xform` sends input
+  axis i to output axis xform[i, 0], flipped if xform[i, 1] == -1)."""
+  # The output of `xform` has orientation `xform` relative to its input's axes, so the
+  # transform from the output back to the input's (identity) orientation inverts it.
+  identity = np.stack([np.arange(3), np.ones(3)], axis=1)
+  return nib.orientations.ornt_transform(identity, np.asarray(xform, float))
 
 
 def to_source_grid(pred: np.ndarray, meta: dict) -> np.ndarray:
@@ -164,7 +164,7 @@ def to_source_grid(pred: np.ndarray, meta: dict) -> np.ndarray:
 def save_prediction(pred: np.ndarray, meta: dict, out_path: str | os.PathLike) -> Path:
   """Write an integer label map pred [D, H, W] (preprocessed grid described by
   `meta`) as NIfTI in the SOURCE image's grid and affine, so it overlays the
-  original scan in 3D Slicer / ITK-SNAP. Atomic (tmp file then rename)."""
+  original scan in 3D Slicer / ITK-SNAP. Written atomically."""
   arr = to_source_grid(pred, meta)
   dtype = np.uint8 if arr.size == 0 or (arr.min() >= 0 and arr.max() < 256) else np.int16
   affine = np.asarray(meta["source_affine"], float)
@@ -181,16 +181,10 @@ def save_prediction(pred: np.ndarray, meta: dict, out_path: str | os.PathLike) -
 
 
 def atomic_save(img: nib.Nifti1Image, out_path: str | os.PathLike) -> Path:
-  """nib.save to a temporary file in the same folder, then os.replace."""
+  """nib.save through `assft_jax.atomic` (the temp name keeps .nii/.nii.gz, which
+  decides nibabel's compression)."""
   out_path = Path(out_path)
-  out_path.parent.mkdir(parents=True, exist_ok=True)
-  suffix = "".join(out_path.suffixes[-2:]) if out_path.name.endswith(".nii.gz") else out_path.suffix
-  fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_path.parent, prefix=".tmp_")
-  os.close(fd)
-  try:
-    nib.save(img, tmp)
-    os.replace(tmp, out_path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  suffix = ".nii.gz" if out_path.name.endswith(".nii.gz") else out_path.suffix
+  with atomic_path(out_path, suffix=suffix) as tmp:
+    nib.save(img, str(tmp))
   return out_path

@@ -11,23 +11,25 @@ cases are treated alike and nothing leaks from the ground truth.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+
+from assft_jax.atomic import atomic_dir
 
 from .datasets import Case, Dataset
 from .errors import DataError
-from .geometry import bbox, centred_start, crop_or_pad, resample_to_shape, target_shape
-from .io import load_label, load_volume
-from .validate import image_voxel_problems, label_voxel_problems
+from .geometry import centred_start, crop_or_pad, resample_to_shape, target_shape
+from .io import voxel_spacing
+from .validate import header_problems, read_case
 
 log = logging.getLogger("assft_jax.data")
 CACHE_VERSION = 1
@@ -150,7 +152,7 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, dataset: Dataset):
   if cfg.spacing is not None:
     shape = target_shape(image.shape, meta["spacing"], cfg.spacing)
     scale = np.array(image.shape, float) / np.array(shape, float)
-    affine = affine @ _affine_of(np.diag(scale), 0.5 * scale - 0.5)
+    affine = affine @ nib.affines.from_matvec(np.diag(scale), 0.5 * scale - 0.5)
     image = resample_to_shape(image, shape, order=1)
     if label is not None:
       label = resample_to_shape(label, shape, order=0)
@@ -163,8 +165,8 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, dataset: Dataset):
     label = crop_or_pad(label, start, size, 0)
   meta.update(
     crop_start=list(start),
-    affine=(affine @ _affine_of(np.eye(3), start)).tolist(),
-    spacing=[float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(0))],
+    affine=(affine @ nib.affines.from_matvec(np.eye(3), start)).tolist(),
+    spacing=voxel_spacing(affine),
     pad_value=pad_value,
     pipeline=cfg.pipeline,
     shape=list(size),
@@ -175,33 +177,32 @@ def preprocess_case(case: Case, cfg: PreprocessConfig, dataset: Dataset):
 def load_checked(case: Case, orientation: str | None, dataset: Dataset):
   """Image [D,H,W] f32, label [D,H,W] i32 class indices (LUT applied) or None, meta;
   every voxel checked, all problems of the case raised together."""
-  image, meta = load_volume(case.image, orientation)
-  problems = image_voxel_problems(case.image, image)
-  if case.label is None:
-    if problems:
-      raise DataError(problems)
-    return image, None, meta
-  try:
-    raw, _ = load_label(case.label, orientation, dataset.mask_names)
-  except DataError as e:
-    raise DataError(problems + list(e.problems)) from None
-  n_values = len(dataset.label_lut) if dataset.label_lut else len(dataset.class_names)
-  problems += label_voxel_problems(case.label, raw, n_values)
-  if raw.shape != image.shape:
-    problems.append(f"{case.label}: label shape {raw.shape} differs from image {image.shape}")
+  voxels = read_case(
+    case.image, case.label, dataset.n_label_values, orientation, dataset.mask_names
+  )
+  if voxels.problems:
+    raise DataError(voxels.problems)
+  label = None if voxels.label is None else dataset.class_index(voxels.label)
+  return voxels.image, label, voxels.meta
+
+
+def prepare_label(
+  dataset: Dataset, case_id: str, label_path: str | os.PathLike, pcfg: PreprocessConfig
+) -> np.ndarray:
+  """An annotator's label file for case `case_id`, preprocessed onto exactly the grid
+  of that case's prepared image (orientation, spacing, crop): [D, H, W] int32 class
+  indices, equal to what `prepare` gives for the same file as the case's label.
+
+  Checks the file against the case's image (shape, affine, 3D) and every voxel (class
+  range, integers); raises DataError naming the file. Not cached: an annotator's file
+  is read once per round, and a cache would have to key on its content.
+  """
+  case = dataclasses.replace(dataset.case(case_id), label=Path(label_path))
+  problems = header_problems(case.image, case.label, dataset.mask_names)
   if problems:
     raise DataError(problems)
-  label = raw.astype(np.int32)
-  if dataset.label_lut:
-    label = np.asarray(dataset.label_lut, np.int32)[label]
-  return image, label, meta
-
-
-def _affine_of(linear: np.ndarray, offset) -> np.ndarray:
-  a = np.eye(4)
-  a[:3, :3] = linear
-  a[:3, 3] = offset
-  return a
+  _, label, _ = preprocess_case(case, pcfg, dataset)
+  return label
 
 
 def normalise(image: np.ndarray, pipeline: str) -> tuple[np.ndarray, np.ndarray]:
@@ -241,25 +242,16 @@ def _robust_bbox(mask: np.ndarray):
     prof = mask.sum(axis=tuple(a for a in range(mask.ndim) if a != ax))
     if prof.max() == 0:
       return None
-    keep = prof >= 0.01 * prof.max()
-    b = bbox(keep)
-    lo.append(b[0][0])
-    hi.append(b[1][0])
+    hit = np.flatnonzero(prof >= 0.01 * prof.max())
+    lo.append(int(hit[0]))
+    hi.append(int(hit[-1]) + 1)
   return tuple(lo), tuple(hi)
 
 
 def _write_entry(d: Path, image: np.ndarray, label: np.ndarray | None, meta: dict) -> None:
-  """Write image.npy, label.npy, meta.json into a temp dir, then rename it to `d`."""
-  tmp = Path(tempfile.mkdtemp(prefix=".tmp_" + d.name, dir=d.parent))
-  try:
+  """image.npy, label.npy, meta.json into the cache folder `d`, whole or not at all."""
+  with atomic_dir(d, replace=False) as tmp:  # content-keyed: the first writer wins
     np.save(tmp / "image.npy", image)
     if label is not None:
       np.save(tmp / "label.npy", label.astype(np.int32))
     (tmp / "meta.json").write_text(json.dumps(meta))
-    try:
-      os.replace(tmp, d)
-    except OSError:
-      if not (d / "meta.json").exists():  # not a concurrent writer: real failure
-        raise
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""Per-case checks shared by `load_index` (headers) and the check CLI (every voxel).
+"""Per-case checks: headers (`load_index`), and every voxel (`read_case`, shared by
+`load_index(validate="full")`, the check CLI and preprocessing).
 
 Each check returns a list of problem lines "<file>: <what is wrong>" so callers can
 report all problems at once.
@@ -6,13 +7,18 @@ report all problems at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import DataError
-from .io import mask_file, read_header, spatial_shape
+from .io import load_label, load_volume, mask_file, read_header, spatial_shape
+
+if TYPE_CHECKING:  # datasets imports this module
+  from .datasets import Case
 
 AFFINE_ATOL_MM = 1e-3
 AFFINE_RTOL = 1e-5
@@ -91,3 +97,70 @@ def duplicate_problems(ids: Sequence[str], images: Sequence[Path]) -> list[str]:
     else:
       seen[cid] = img
   return problems
+
+
+@dataclass(frozen=True)
+class CaseVoxels:
+  """One case read whole and checked voxel by voxel.
+
+  image: [D, H, W] float32, None when unreadable; meta: `load_volume`'s, or None.
+  label: [D, H, W] float32 values as in the file, None when the case has none or it is
+  unreadable (or the image is). The problems are split by file so a caller can still
+  use a good image beside a bad label.
+  """
+
+  image: np.ndarray | None
+  meta: dict | None
+  label: np.ndarray | None
+  image_problems: tuple[str, ...]
+  label_problems: tuple[str, ...]
+
+  @property
+  def problems(self) -> list[str]:
+    return [*self.image_problems, *self.label_problems]
+
+
+def read_case(
+  image: Path,
+  label: Path | None,
+  n_values: int,
+  orientation: str | None = None,
+  mask_names: Sequence[str] | None = None,
+) -> CaseVoxels:
+  """Reads a case (reoriented to `orientation`) and checks every voxel: NaN/inf
+  intensities, non-integer labels, labels outside 0..n_values-1, and a label whose
+  shape differs from the image's. An unreadable image leaves the label unread."""
+  try:
+    img, meta = load_volume(image, orientation)
+  except DataError as e:
+    return CaseVoxels(None, None, None, e.problems, ())
+  image_problems = tuple(image_voxel_problems(image, img))
+  if label is None:
+    return CaseVoxels(img, meta, None, image_problems, ())
+  try:
+    lab, _ = load_label(label, orientation, mask_names)
+  except DataError as e:
+    return CaseVoxels(img, meta, None, image_problems, e.problems)
+  label_problems = label_voxel_problems(label, lab, n_values)
+  if lab.shape != img.shape:
+    label_problems.append(f"{label}: label shape {lab.shape} differs from image {img.shape}")
+  return CaseVoxels(img, meta, lab, image_problems, tuple(label_problems))
+
+
+def read_cases(
+  cases: Sequence[Case],
+  n_values: int,
+  mask_names: Sequence[str] | None,
+  skip: Container[str] = frozenset(),
+) -> Iterator[tuple[int, CaseVoxels]]:
+  """(index into `cases`, `read_case`) for every case whose image and label are not in
+  `skip` (files that already have a header problem), one case in memory at a time."""
+  for i, case in enumerate(cases):
+    if str(case.image) in skip or (case.label is not None and str(case.label) in skip):
+      continue
+    yield i, read_case(case.image, case.label, n_values, None, mask_names)
+
+
+def problem_files(problems: Iterable[str]) -> set[str]:
+  """The files named by problem lines "<file>: <what is wrong>"."""
+  return {p.split(": ")[0] for p in problems}

@@ -1,5 +1,5 @@
 """Engine: loss, sharded train step and stage loop, sliding-window inference, the
-scoring pass, evaluation and checkpoints."""
+scoring pass, hard predictions, evaluation and checkpoints."""
 
 from assft_jax.engine.checkpoint import latest_step, restore_state, save_state
 from assft_jax.engine.evaluate import dice_per_class, evaluate, summarize, write_prediction
@@ -10,7 +10,8 @@ from assft_jax.engine.infer import (
   window_starts,
 )
 from assft_jax.engine.losses import dice_ce_loss, hard_dice
-from assft_jax.engine.score import embed0, iter_predictions, predict_labels, score_pass
+from assft_jax.engine.predict import iter_predictions, predict_labels
+from assft_jax.engine.score import embed0, score_pass
 from assft_jax.engine.train import (
   TrainingDiverged,
   create_state,

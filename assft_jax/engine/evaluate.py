@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from flax import linen as nn
 
-from assft_jax.engine.score import iter_predictions
+from assft_jax.engine.predict import iter_predictions
 
 
 def dice_per_class(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:

@@ -41,6 +41,11 @@ def _triple(x: int | Sequence[int]) -> tuple[int, int, int]:
   return t
 
 
+def image_of(volume: Any) -> np.ndarray:
+  """[D, H, W, Cin] image of a `data.Volume` (its .image) or of a bare array."""
+  return volume.image if hasattr(volume, "image") else volume
+
+
 def pad_widths(size: Sequence[int], roi: Sequence[int]) -> list[tuple[int, int]]:
   """Per spatial dim (before, after) zero padding that brings `size` up to `roi`."""
   out = []

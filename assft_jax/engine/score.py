@@ -1,12 +1,12 @@
 """The scoring pass: one forward per case gives every statistic the strategies need.
 
 Per case, one sliding-window pass of the current model F(r) with return_features=True
-yields the blended logits (-> softmax -> `scoring.kernels.reduce_case_stats`, the
-predicted foreground volume) and, per window, the pooled bottleneck embedding and the
-BADGE gradient embedding (`scoring.kernels.badge_embedding` on the window's own softmax
-and head input). With several windows per case the window vectors are averaged (equal
-window sizes, so for BADGE this is the voxel mean with overlap multiplicity); with one
-window per case (the paper's fixed crops) they are exact.
+yields the blended logits (-> softmax -> `scoring.kernels.reduce_case_stats`) and, per
+window, the pooled bottleneck embedding and the BADGE gradient embedding
+(`scoring.kernels.badge_embedding` on the window's own softmax and head input). With
+several windows per case the window vectors are averaged (equal window sizes, so for
+BADGE this is the voxel mean with overlap multiplicity); with one window per case (the
+paper's fixed crops) they are exact.
 
 Cases stream one at a time: only one case's probability map exists at any moment.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,9 @@ import numpy as np
 from flax import linen as nn
 from tqdm.auto import tqdm
 
-from assft_jax.engine.infer import _triple, sliding_window
+from assft_jax import atomic
+from assft_jax.engine.infer import _triple, image_of, sliding_window
 from assft_jax.scoring.kernels import badge_embedding, reduce_case_stats
-
-
-def image_of(volume: Any) -> np.ndarray:
-  """[D, H, W, Cin] image of a `data.Volume` (its .image) or of a bare array."""
-  return volume.image if hasattr(volume, "image") else volume
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -56,10 +52,7 @@ def _encoder_windows(module: nn.Module, variables: Any, windows: jax.Array):
   return None, {"emb": jnp.mean(enc[-1].astype(jnp.float32), axis=(1, 2, 3))}
 
 
-@jax.jit
-def _probs_fg(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-  probs = jax.nn.softmax(logits, axis=-1)
-  return probs, jnp.sum(jnp.argmax(logits, axis=-1) != 0)
+_softmax = jax.jit(functools.partial(jax.nn.softmax, axis=-1))
 
 
 def fingerprint(variables: Any, *extra: Any) -> str:
@@ -95,12 +88,9 @@ class Emb0Cache:
 
   def put(self, cid: str, emb: np.ndarray) -> None:
     self.mem[cid] = emb
-    if self.dir is None:
-      return
-    self.dir.mkdir(parents=True, exist_ok=True)
-    tmp = self._path(cid).with_suffix(".tmp.npz")
-    np.savez(tmp, emb=emb, fingerprint=np.asarray(self.key or ""))
-    os.replace(tmp, self._path(cid))
+    if self.dir is not None:
+      arrays = {"emb": emb, "fingerprint": np.asarray(self.key or "")}
+      atomic.write_npz(self._path(cid), arrays, compressed=False)
 
 
 def _emb0(module, variables, image, cache: Emb0Cache, cid: str, sw: dict) -> np.ndarray:
@@ -152,7 +142,6 @@ def score_pass(
   R: int,
   emb0_variables: Any = None,
   emb0_cache: str | os.PathLike | None = None,
-  emb0_module: nn.Module | None = None,
   overlap: float = 0.5,
   mode: str = "gaussian",
   sw_batch_size: int = 4,
@@ -162,11 +151,10 @@ def score_pass(
 
   volumes: id -> `data.Volume` or image [D, H, W, Cin]. r, R: round and number of
   rounds (ASD temperature). emb0_variables: the PRE-TRAINED variables (E(0)); with
-  them or with `emb0_cache` holding every case, "emb_0" is added. emb0_module defaults
-  to `module` (only its encoder is used).
-  Returns {"ids": list, every `reduce_case_stats` key: [N] float32, "fg_volume": [N]
-  int64 (predicted argmax != 0 voxels), "emb_r": [N, F], "badge": [N, C * init_filters],
-  "emb_0": [N, F] (when available)}.
+  them or with `emb0_cache` holding every case, "emb_0" is added (computed with
+  `module`'s encoder).
+  Returns {"ids": list, every `reduce_case_stats` key: [N] float32, "emb_r": [N, F],
+  "badge": [N, C * init_filters], "emb_0": [N, F] (when available)}.
   """
   sw = dict(roi=_triple(roi), overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
   want_emb0 = emb0_variables is not None or emb0_cache is not None
@@ -176,73 +164,17 @@ def score_pass(
   for cid in tqdm(ids, desc=f"score r={r}", disable=not progress, leave=False):
     image = image_of(volumes[cid])
     logits, ex = sliding_window(score_fn, variables, image, **sw)
-    probs, fg = _probs_fg(logits)
-    stats = reduce_case_stats(probs[None], r, R)
-    del probs, logits  # only one case's probability map is ever alive
+    stats = reduce_case_stats(_softmax(logits)[None], r, R)
+    del logits  # only one case's probability map is ever alive
     row = {k: np.asarray(v)[0] for k, v in stats.items()}
     row.update(
-      fg_volume=int(fg),
       emb_r=np.asarray(ex["emb"]).mean(axis=0),
       badge=np.asarray(ex["badge"]).mean(axis=0),
     )
     if want_emb0:
-      row["emb_0"] = _emb0(emb0_module or module, emb0_variables, image, cache, cid, sw)
+      row["emb_0"] = _emb0(module, emb0_variables, image, cache, cid, sw)
     for k, v in row.items():
       rows.setdefault(k, []).append(v)
   out: dict[str, Any] = {"ids": list(ids)}
   out.update({k: np.stack(v) for k, v in rows.items()})
   return out
-
-
-def iter_predictions(
-  module: nn.Module,
-  variables: Any,
-  volumes: Mapping[str, Any],
-  ids: Sequence[str],
-  *,
-  roi: int | Sequence[int],
-  overlap: float = 0.5,
-  mode: str = "gaussian",
-  sw_batch_size: int = 4,
-) -> Iterator[tuple[str, np.ndarray]]:
-  """Yields (id, argmax labels [D, H, W] int32), one case at a time."""
-  from assft_jax.engine.infer import sliding_window_predict
-
-  for cid in ids:
-    logits = sliding_window_predict(
-      module,
-      variables,
-      image_of(volumes[cid]),
-      roi,
-      overlap=overlap,
-      mode=mode,
-      sw_batch_size=sw_batch_size,
-    )
-    yield cid, np.asarray(jnp.argmax(logits, axis=-1).astype(jnp.int32))
-
-
-def predict_labels(
-  module: nn.Module,
-  variables: Any,
-  volumes: Mapping[str, Any],
-  ids: Sequence[str],
-  *,
-  roi: int | Sequence[int],
-  overlap: float = 0.5,
-  mode: str = "gaussian",
-  sw_batch_size: int = 4,
-) -> dict[str, np.ndarray]:
-  """{id: argmax labels [D, H, W] int32}: the pseudo-labels of `ids` (DESIGN §2: hard
-  argmax of the current model)."""
-  return dict(
-    iter_predictions(
-      module,
-      variables,
-      volumes,
-      ids,
-      roi=roi,
-      overlap=overlap,
-      mode=mode,
-      sw_batch_size=sw_batch_size,
-    )
-  )

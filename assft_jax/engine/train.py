@@ -30,6 +30,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
+from assft_jax.atomic import atomic_dir
+from assft_jax.engine.checkpoint import save_state
 from assft_jax.engine.losses import dice_ce_loss
 from assft_jax.errors import AssftError
 
@@ -39,18 +41,27 @@ StepFn = Callable[[State, Mapping[str, Any], jax.Array], tuple[State, dict]]
 
 class TrainingDiverged(AssftError, RuntimeError):
   """A non-finite loss or gradient. `.state` is the last good state (the step that
-  diverged was not applied), `.round`, `.step` (global step that failed), `.epoch`."""
+  diverged was not applied); `.round`, `.desc` (the stage), `.step` (the global step that
+  failed), `.epoch`, `.metrics`, `.saved_to` (its checkpoint directory, or None)."""
 
   def __init__(
-    self, state: State, round_: int | None, step: int, epoch: int, metrics: Mapping[str, float]
+    self,
+    state: State,
+    round_: int | None,
+    desc: str,
+    step: int,
+    epoch: int,
+    metrics: Mapping[str, float],
+    saved_to: Path | None = None,
   ):
-    self.state, self.round, self.step, self.epoch = state, round_, step, epoch
-    self.metrics = dict(metrics)
+    self.state, self.round, self.desc, self.step, self.epoch = state, round_, desc, step, epoch
+    self.metrics, self.saved_to = dict(metrics), saved_to
+    kept = f"saved to {saved_to} and " if saved_to is not None else ""
     super().__init__(
-      f"training diverged: non-finite loss={metrics.get('loss')} / "
-      f"grad_norm={metrics.get('grad_norm')} at round {round_}, step {step} "
-      f"(epoch {epoch}); the update was not applied and the last good state is "
-      f"kept in this exception's .state"
+      f"training diverged in round {round_}, stage {desc!r}, at global step {step} "
+      f"(epoch {epoch}): non-finite loss={metrics.get('loss')} / "
+      f"grad_norm={metrics.get('grad_norm')}; the update was not applied and the last "
+      f"good state is {kept}kept in this exception's .state"
     )
 
 
@@ -77,15 +88,12 @@ def make_optimizer(
   return tx
 
 
-def create_state(
-  module: nn.Module, variables: Mapping[str, Any], tx: optax.GradientTransformation
-) -> State:
+def create_state(variables: Mapping[str, Any], tx: optax.GradientTransformation) -> State:
   """{"params", "batch_stats" ({} without BatchNorm), "opt_state", "step": int32 0}.
 
   The arrays are copies: the train step donates the state, and the caller's
   `variables` (e.g. the pre-trained E(0) weights) must stay alive.
   """
-  del module  # the state does not depend on it; kept for the contract's signature
   params = jax.tree.map(jnp.copy, variables["params"])
   return {
     "params": params,
@@ -246,28 +254,23 @@ def fine_tune(
   round_: int | None = None,
   log_path: str | os.PathLike | None = None,
   desc: str = "",
-  checkpoint_dir: str | os.PathLike | None = None,
+  diverged_dir: str | os.PathLike | None = None,
   progress: bool = True,
 ) -> tuple[State, list[dict]]:
   """Runs `epochs * steps_per_epoch` steps drawing batches from `loader`.
 
   Returns (state, history): one record per epoch {round, epoch, step, loss, dice_loss,
   ce, dice, grad_norm (epoch means), compiles (the step's compilation count)}; the same
-  records are appended to `log_path` (jsonl) when given. With `checkpoint_dir`, the
-  final state is saved there (orbax, atomic); on divergence the last good state is
-  saved instead and TrainingDiverged is raised (its `.state` is that state).
+  records are appended to `log_path` (jsonl) when given. On a non-finite step it raises
+  TrainingDiverged carrying the last good state; with `diverged_dir` that state is first
+  saved there (orbax, `restore_state(diverged_dir)` reads it back). Nothing is written
+  to `diverged_dir` otherwise: the caller saves the final state it keeps.
   """
-  from assft_jax.engine.checkpoint import save_state
-
+  desc = desc or f"round {round_}"
   it = iter(loader)
   history: list[dict] = []
   log = Path(log_path) if log_path else None
-  bar = tqdm(
-    total=epochs * steps_per_epoch,
-    desc=desc or f"round {round_}",
-    disable=not progress,
-    leave=False,
-  )
+  bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
   try:
     for epoch in range(epochs):
       sums: dict[str, float] = defaultdict(float)
@@ -287,9 +290,8 @@ def fine_tune(
             _append_jsonl(
               log, {"round": round_, "epoch": epoch, "step": before, "diverged": True, **m}
             )
-          if checkpoint_dir is not None:
-            save_state(checkpoint_dir, state)
-          raise TrainingDiverged(state, round_, before, epoch, m)
+          saved = _save_diverged(diverged_dir, state) if diverged_dir is not None else None
+          raise TrainingDiverged(state, round_, desc, before, epoch, m, saved)
         for k, v in m.items():
           sums[k] += v
         bar.update(1)
@@ -306,9 +308,15 @@ def fine_tune(
         _append_jsonl(log, rec)
   finally:
     bar.close()
-  if checkpoint_dir is not None:
-    save_state(checkpoint_dir, state)
   return state, history
+
+
+def _save_diverged(directory: str | os.PathLike, state: State) -> Path:
+  # The whole folder is replaced: the step counter restarts every stage, so an older
+  # divergence's checkpoint could carry a higher step and win `restore_state`'s "latest".
+  with atomic_dir(directory) as tmp:
+    save_state(tmp, state)
+  return Path(directory)
 
 
 def _compiles(step: StepFn) -> int | None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 
+from assft_jax.atomic import atomic_dir
 from assft_jax.errors import AssftError
-from assft_jax.models.segresnet import SegResNetDS, abstract_variables, build_model, init_variables
+from assft_jax.models.segresnet import (
+  SegResEncoder,
+  abstract_variables,
+  build_model,
+  init_variables,
+)
 
 
 class CheckpointError(AssftError, ValueError):
@@ -34,31 +38,17 @@ def save_pretrained(
 ) -> Path:
   """Writes `variables` ({"params", "batch_stats"?}) and `config` to `directory`.
 
-  Atomic: everything goes to a sibling temp dir that is renamed into place at the end,
-  so a crash never leaves a half-written checkpoint under `directory`.
+  Atomic (`atomic.atomic_dir`): a crash never leaves a half-written checkpoint there.
   """
   directory = Path(directory).absolute()
-  directory.parent.mkdir(parents=True, exist_ok=True)
   tree = {
     k: jax.tree.map(np.asarray, dict(variables[k]))
     for k in ("params", "batch_stats")
     if k in variables
   }
-  tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-  try:
-    ckptr = ocp.PyTreeCheckpointer()
-    ckptr.save(tmp / "variables", tree)
+  with atomic_dir(directory) as tmp:
+    ocp.PyTreeCheckpointer().save(tmp / "variables", tree)
     (tmp / "model.json").write_text(json.dumps(dict(config), indent=1, sort_keys=True))
-    if directory.exists():
-      old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-      os.replace(directory, old / "x")
-      os.replace(tmp, directory)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, directory)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp, ignore_errors=True)
   return directory
 
 
@@ -106,43 +96,57 @@ def load_pretrained(
   out_channels: int | None = None,
   rng: jax.Array | None = None,
   conv_impl: str | None = None,
+  dsdepth: int | None = None,
 ) -> tuple[nn.Module, dict]:
   """(module, variables) from a directory written by save_pretrained / weights_port.
 
-  - a full segresnet: as saved; if `out_channels` differs from the saved one, the
-    deep-supervision heads are re-initialised (He) and everything else is kept.
-  - encoder-only weights: with `out_channels=None`, the SegResEncoder itself; otherwise a
-    SegResNetDS whose encoder is the saved one and whose decoder is freshly He-initialised
-    from `rng` (paper §3.5; default rng = key 0).
+  - a full segresnet: as saved, unless `out_channels` or `dsdepth` differ from the saved
+    ones; then every saved variable the new model has is kept, and the heads the saved
+    file does not provide (all of them for a new class count) are He-initialised.
+  - encoder-only weights: with `out_channels=None`, the SegResEncoder itself (`dsdepth`
+    is ignored: there is no decoder); otherwise a SegResNetDS whose encoder is the saved
+    one and whose decoder is freshly He-initialised (paper §3.5).
   `conv_impl` overrides the saved implementation (weights are the same for both).
+  Fresh weights are drawn from `rng` (default key 0).
   """
   directory = Path(directory).absolute()
   cfg = read_config(directory)
   if conv_impl is not None:
     cfg["conv_impl"] = conv_impl
-  rng = jax.random.key(0) if rng is None else rng
   try:
     saved = build_model(cfg)
   except (TypeError, ValueError) as e:
     raise CheckpointError(f"{directory}/model.json: bad model config ({e})") from None
   variables = _restore(directory, saved)
-  if out_channels is None or (
-    isinstance(saved, SegResNetDS) and out_channels == saved.out_channels
-  ):
+  if isinstance(saved, SegResEncoder) and out_channels is None:
     return saved, variables
-  full_cfg = dict(cfg, arch="segresnet", out_channels=int(out_channels))
-  module = build_model(full_cfg)
-  fresh = init_variables(module, rng)
-  if cfg.get("arch") == "encoder":
-    for coll in variables:
-      fresh[coll] = dict(fresh[coll], encoder=variables[coll])
-    return module, fresh
-  # full model, new class count: keep everything but the heads
-  params = {k: dict(v) for k, v in variables["params"].items()}
-  for name, level in params.items():
+  target = dict(cfg, arch="segresnet")
+  if out_channels is not None:
+    target["out_channels"] = int(out_channels)
+  if dsdepth is not None:
+    target["dsdepth"] = int(dsdepth)
+  module = build_model(target)
+  if module == saved:
+    return saved, variables
+  fresh = init_variables(module, jax.random.key(0) if rng is None else rng)
+  if isinstance(saved, SegResEncoder):
+    return module, {coll: dict(fresh[coll], encoder=variables[coll]) for coll in variables}
+  keep_heads = module.out_channels == saved.out_channels
+  return module, {coll: _graft(variables[coll], fresh[coll], keep_heads) for coll in fresh}
+
+
+def _graft(saved: Mapping, fresh: Mapping, keep_heads: bool) -> dict:
+  """One collection of a full model: the saved subtrees, with the heads of `fresh`'s
+  levels taken from `saved` where it has them (and `keep_heads`), else from `fresh`;
+  heads `fresh` does not have (a smaller dsdepth) are dropped."""
+  out = {}
+  for name, level in fresh.items():
+    old = saved[name]
+    new = {k: v for k, v in old.items() if k != "head"}
     if "head" in level:
-      level["head"] = fresh["params"][name]["head"]
-  return module, dict(variables, params=params)
+      new["head"] = old["head"] if keep_heads and "head" in old else level["head"]
+    out[name] = new
+  return out
 
 
 __all__ = ["CheckpointError", "load_pretrained", "read_config", "save_pretrained"]

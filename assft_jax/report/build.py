@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from assft_jax import atomic
 from assft_jax.report import plots, tables
 from assft_jax.report.collect import ReportError, load_runs
 from assft_jax.report.stats import SIGNIFICANCE, Summary, summarize
@@ -17,12 +18,6 @@ OUTPUTS = (
   "dice_vs_budget.png",
   "queries.png",
 )
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def _runs_section(s: Summary, n_runs: int) -> list[str]:
@@ -139,6 +134,6 @@ def write_report(
     "report.md": _markdown(root, s, len(runs), note, include_init),
   }
   for name, text in files.items():
-    atomic_write_text(root / name, text)
+    atomic.write_text(root / name, text)
     written[name] = root / name
   return written

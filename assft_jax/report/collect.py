@@ -15,9 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from assft_jax.config import BOUNDS
 from assft_jax.errors import AssftError
-
-BOUND_STRATEGIES = ("lower_bound", "upper_bound")  # the loop's --lower/--upper_bound runs
 
 
 class ReportError(AssftError, ValueError):
@@ -126,7 +125,7 @@ class RunResult:
   @property
   def bound(self) -> str | None:
     """ "lower_bound"/"upper_bound" for a bound run (no active learning), else None."""
-    return self.strategy if self.strategy in BOUND_STRATEGIES else None
+    return self.strategy if self.strategy in BOUNDS else None
 
 
 def _fail(path: Path, what: str) -> ReportError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ matplotlib.use("Agg")  # headless; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from assft_jax import atomic  # noqa: E402
 from assft_jax.report.collect import RunResult, method_sort_key  # noqa: E402
 from assft_jax.report.stats import Summary  # noqa: E402
 
@@ -22,10 +22,9 @@ CLASS_CMAP = plt.get_cmap("tab10")
 
 def save_figure(fig, path: Path, dpi: int = 110) -> None:
   """Atomic PNG write: render to a temporary file, then rename over `path`."""
-  tmp = path.with_name(f".{path.name}.tmp")
-  fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+  with atomic.atomic_path(path, suffix=".png") as tmp:
+    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def plot_dice_vs_budget(s: Summary, path: Path) -> None:

@@ -18,8 +18,22 @@ from assft_jax.scoring import kernels
 temperature = kernels.temperature  # Eq. 7; one definition for kernels and here.
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+  """Rows scaled to unit L2 norm: x / max(||x||, 1e-12), a zero row stays zero.
+
+  x: [N, F] numpy, dtype kept (float32 in, float32 out). The host normaliser of the
+  package (strategies, the r = 0 medoid pick); its device twin is `kernels._unit_rows_jnp`
+  inside the jitted cosine blocks. DKD and D (Eq. 1-5, 25) use `_unit64` below instead.
+  """
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def _unit64(x) -> np.ndarray:
-  x = np.array(x, np.float64)  # a fresh float64 copy, normalised in place
+  """Eq. 1-5 and 25's normaliser: a validated float64 copy of x [N, F], normalised in
+  place. Separate from `unit_rows`: float64 whatever the input (see the module
+  docstring), and DKD and Q are kept in query records, so its summation order (einsum,
+  not linalg.norm) must not move their last bits."""
+  x = np.array(x, np.float64)
   if x.ndim != 2:
     raise ValueError(f"embeddings must be [N, F], got shape {x.shape}")
   x /= np.maximum(np.sqrt(np.einsum("nf,nf->n", x, x)), 1e-300)[:, None]
@@ -28,14 +42,15 @@ def _unit64(x) -> np.ndarray:
 
 def asd(probs, r: int, R: int) -> np.ndarray:
   """Eq. 6-11. probs: [N, D, H, W, C] -> [N]: mean over all voxels of the entropy
-  masked by [P0 / tau(r) < max_{c>=1} P_c]."""
+  masked by [P0 / tau(r) < max_{c>=1} P_c]. Needs r >= 1 (tau(0) is undefined)."""
+  temperature(r, R)  # refuses r < 1 with the rule, before any voxel work
   return np.asarray(kernels.reduce_case_stats(probs, r, R)["asd"])
 
 
 def confidence(probs) -> np.ndarray:
   """Eq. 17-22. probs: [N, D, H, W, C] -> [N]: mean (p1 - p2) over voxels with
   argmax != 0; 0 for a case with no predicted foreground."""
-  return np.asarray(kernels.reduce_case_stats(probs, 1, 1)["conf"])
+  return np.asarray(kernels.reduce_case_stats(probs, 0, 1)["conf"])  # r-independent
 
 
 def pakd(emb0, embr) -> np.ndarray:

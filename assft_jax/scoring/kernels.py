@@ -64,19 +64,6 @@ def asd_mask(p: jax.Array, tau: jax.Array | float) -> jax.Array:
   return p[..., 0] / tau < p[..., 1:].max(-1)
 
 
-def masked_entropy_map(p: jax.Array, tau: jax.Array | float) -> jax.Array:
-  """Eq. 10-11 per voxel: -sum_c (P_c M) log(P_c M) with 0 log 0 = 0.
-
-  Because M is 0/1 this equals M * entropy: unmasked voxels contribute exactly 0.
-  """
-  return jnp.where(asd_mask(p, tau), entropy_map(p), 0.0)
-
-
-def foreground_margin_map(p: jax.Array) -> jax.Array:
-  """Eq. 20-21: (P_max - P_max^(2)) on predicted-foreground voxels, 0 elsewhere."""
-  return jnp.where(foreground_mask(p), margin_map(p), 0.0)
-
-
 # ---- UGTST threshold ------------------------------------------------------------------
 
 
@@ -121,7 +108,7 @@ def _case_stats(p: jax.Array, tau: jax.Array) -> dict[str, jax.Array]:
     "entropy": h.mean(),
     "lc": least_confidence_map(p).mean(),
     "margin": margin_map(p).mean(),
-    "asd": jnp.where(asd_mask(p, tau), h, 0.0).mean(),  # = masked_entropy_map
+    "asd": jnp.where(asd_mask(p, tau), h, 0.0).mean(),  # M * H = Eq. 10-11's masked entropy
     "asd_tau1": jnp.where(asd_mask(p, 1.0), h, 0.0).mean(),
     "conf": jnp.where(n_fg > 0, fg_margin / jnp.maximum(n_fg, 1), 0.0),
     "fg_frac": fg.mean(),
@@ -138,17 +125,24 @@ STAT_KEYS = ("entropy", "lc", "margin", "asd", "asd_tau1", "conf", "fg_frac", "u
 def reduce_case_stats(probs: jax.Array, r: int, R: int) -> dict[str, jax.Array]:
   """The scoring pass's per-case statistics.
 
-  probs: [N, D, H, W, C] float32 softmax (C >= 2). r, R: the current round (>= 1) and
-  the number of rounds; they only set the ASD temperature (passed as a traced scalar,
-  so rounds do not recompile). Returns {key: [N] float32} for `STAT_KEYS`:
+  probs: [N, D, H, W, C] float32 softmax (C >= 2). r, R: the current round (>= 0) and
+  the number of rounds (>= 1); they only set the ASD temperature (passed as a traced
+  scalar, so rounds do not recompile). Returns {key: [N] float32} for `STAT_KEYS`:
   entropy (mean voxel entropy), lc (mean 1 - max p), margin (mean p1 - p2),
   asd (mean masked entropy at tau(r)), asd_tau1 (tau = 1), conf (mean margin over
   argmax != 0 voxels, 0 if none), fg_frac (fraction of argmax != 0 voxels),
   ugtst (see `ugtst_score`), usum (summed voxel entropy).
+  At r = 0 (the one-shot init, before any query round) tau(r) is undefined (Eq. 7 has
+  log r), so "asd" is left out and every other key is returned.
   """
   probs = jnp.asarray(probs, jnp.float32)
   if probs.ndim != 5 or probs.shape[-1] < 2:
     raise ValueError(f"probs must be [N, D, H, W, C>=2], got shape {probs.shape}")
+  if int(r) < 0 or int(R) < 1:
+    raise ValueError(f"reduce_case_stats needs rounds r >= 0 and R >= 1, got r={r}, R={R}")
+  if int(r) == 0:
+    stats = _reduce(probs, jnp.float32(1.0))  # any tau: its only output is dropped
+    return {k: v for k, v in stats.items() if k != "asd"}
   return _reduce(probs, jnp.float32(temperature(r, R)))
 
 
@@ -169,18 +163,20 @@ def badge_embedding(probs: jax.Array, head_in: jax.Array) -> jax.Array:
 # ---- embedding maths (blockwise) -------------------------------------------------------
 
 
-def _unit(x: jax.Array) -> jax.Array:
+def _unit_rows_jnp(x: jax.Array) -> jax.Array:
+  """Device twin of `scoring.assft.unit_rows` (same formula), traced inside the jitted
+  cosine blocks so the normalisation runs where the matmul does."""
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @jax.jit
 def _cos_block(a: jax.Array, b_unit: jax.Array) -> jax.Array:
-  return 1.0 - _unit(a) @ b_unit.T
+  return 1.0 - _unit_rows_jnp(a) @ b_unit.T
 
 
 def _blockwise(a, b, block: int, reduce: Callable[[jax.Array], jax.Array]) -> np.ndarray:
   a = np.asarray(a, np.float32)
-  bu = _unit(jnp.asarray(b, jnp.float32))
+  bu = _unit_rows_jnp(jnp.asarray(b, jnp.float32))
   out = []
   for s in range(0, a.shape[0], block):  # fixed block shape -> one compile
     blk = a[s : s + block]

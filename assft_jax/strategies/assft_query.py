@@ -3,6 +3,7 @@
 Scores are computed over the queryable cases (the set being ranked): PD's ranking,
 min-max and the quantile transform all see exactly the candidates. `assft` is the same
 selection as `dkd_asd`; the SSFT stage is the loop's flag, not part of the query.
+The DKD and Q computed here are returned with the picks (Selection.scores).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from assft_jax.scoring import assft
-from assft_jax.strategies.base import Table, alias, register, top
+from assft_jax.strategies.base import Picked, Table, alias, register, top
 
 
 def _dkd(table: Table) -> np.ndarray:
@@ -18,39 +19,43 @@ def _dkd(table: Table) -> np.ndarray:
 
 
 @register("dkd", keys=("emb_0", "emb_r"))
-def dkd_high(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+def dkd_high(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """High DKD (Table 6)."""
-  return top(_dkd(table), budget)
+  d = _dkd(table)
+  return top(d, budget), {"dkd": d}
 
 
 @register("dkd_low", keys=("emb_0", "emb_r"))
-def dkd_low(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+def dkd_low(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """Low DKD (Table 6 ablation)."""
-  return top(_dkd(table), budget, highest=False)
+  d = _dkd(table)
+  return top(d, budget, highest=False), {"dkd": d}
 
 
 @register("asd", keys=("asd",))
-def asd_high(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+def asd_high(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """High ASD with tau(r) (Table 7)."""
-  return top(table.get("asd"), budget)
+  return top(table.get("asd"), budget), {}
 
 
 @register("asd_low", keys=("asd",))
-def asd_low(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+def asd_low(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """Low ASD with tau(r) (Table 7 ablation)."""
-  return top(table.get("asd"), budget, highest=False)
+  return top(table.get("asd"), budget, highest=False), {}
 
 
 @register("asd_tau1", keys=("asd_tau1",))
-def asd_tau1(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+def asd_tau1(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """High ASD with tau = 1 (Table 7 ablation)."""
-  return top(table.get("asd_tau1"), budget)
+  return top(table.get("asd_tau1"), budget), {}
 
 
 @register("dkd_asd", keys=("emb_0", "emb_r", "asd"))
-def dkd_asd(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+def dkd_asd(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """Top N_B by Q = QT(minmax(DKD)) + QT(minmax(ASD)) (Eq. 12-16)."""
-  return top(assft.query_score(_dkd(table), table.get("asd")), budget)
+  d = _dkd(table)
+  q = assft.query_score(d, table.get("asd"))
+  return top(q, budget), {"dkd": d, "Q": q}
 
 
 alias("assft", "dkd_asd")

@@ -1,18 +1,26 @@
 """The strategy interface, its input checks and the name registry.
 
-A strategy is data in, ids out (STYLE.md §5): `select(stats, pool, budget, rng, **ctx)`.
-  stats:  dict of numpy arrays aligned on stats["ids"] (labeled and unlabeled cases);
-          scalar keys are [N], embeddings [N, F] (see BUILD_NOTES "Module contracts").
-  pool:   assft_jax.pool.Pool; only `pool.queryable` may be returned.
-  budget: how many ids to return (>= 1, <= len(pool.queryable); with `allow_all=True`
-          a larger budget returns every queryable case, in the strategy's order).
-  rng:    np.random.Generator, the only source of randomness.
-  ctx:    r, R (round info) and per-strategy options, documented in each module.
+A strategy is data in, ids out (STYLE.md §5):
+`select(stats, pool, budget, rng, *, r=None, R=None, allow_all=False, **options) -> Selection`.
+  stats:   dict of numpy arrays aligned on stats["ids"] (labeled and unlabeled cases);
+           scalar keys are [N], embeddings [N, F] (see BUILD_NOTES "Module contracts").
+  pool:    assft_jax.pool.Pool; only `pool.queryable` may be returned.
+  budget:  how many ids to return (>= 1, <= len(pool.queryable); with `allow_all=True`
+           a larger budget returns every queryable case, in the strategy's order).
+  rng:     np.random.Generator, the only source of randomness.
+  r, R:    the round and the number of rounds. Every strategy accepts them; none reads
+           them today (the ASD temperature is applied in the scoring pass).
+  options: the strategy's own keywords, declared at `register` (e.g. sann_pool); any
+           other keyword is a StrategyError, so a misspelled option cannot pass silently.
+
+A registered function is `fn(table, budget, rng, **options) -> (indices, scores)`:
+indices into `table.cand`, and the scores it computed to rank them, each [len(cand)].
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -22,7 +30,7 @@ from assft_jax.pool import Pool
 
 
 class StrategyError(AssftError, ValueError):
-  """Bad input to a query strategy (budget, pool, stats or name)."""
+  """Bad input to a query strategy (budget, pool, stats, name or option)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +52,23 @@ class Table:
     return np.asarray(self.stats[key])[[self.row[i] for i in ids]]
 
 
-SelectFn = Callable[..., Sequence[int]]  # (table, budget, rng, **ctx) -> cand indices
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """What a strategy returns.
+
+  ids:    the queried ids, in the strategy's order.
+  scores: score name -> {candidate id: value} for every queryable case, holding what the
+          strategy computed to rank them beyond the per-case stats (dkd_asd: "dkd" and
+          "Q"; dkd, dkd_low: "dkd"); {} for strategies that rank by a stats key directly.
+  """
+
+  ids: list[str]
+  scores: dict[str, dict[str, float]]
+
+
+Picked = tuple[Sequence[int], Mapping[str, np.ndarray]]  # (cand indices, {name: [n_cand]})
+SelectFn = Callable[..., Picked]  # (table, budget, rng, **options) -> Picked
+ROUND_CONTEXT = ("r", "R")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +77,7 @@ class Strategy:
   keys: tuple[str, ...]  # stats keys read on unlabeled rows (presence, NaN)
   fn: SelectFn
   labeled_keys: tuple[str, ...] = ()  # keys read on labeled rows
+  options: tuple[str, ...] = ()  # keyword options of fn, besides the round context
   doc: str = ""
 
   def select(
@@ -62,32 +87,62 @@ class Strategy:
     budget: int,
     rng: np.random.Generator,
     *,
+    r: int | None = None,
+    R: int | None = None,
     allow_all: bool = False,
-    **ctx,
-  ) -> list[str]:
+    **options,
+  ) -> Selection:
+    unknown = sorted(set(options) - set(self.options))
+    if unknown:
+      valid = ", ".join((*self.options, *ROUND_CONTEXT, "allow_all"))
+      raise StrategyError(f"strategy {self.name!r}: unknown option(s) {unknown}; valid: {valid}")
     table, n = check_inputs(self.name, stats, pool, budget, self.keys, self.labeled_keys, allow_all)
-    idx = [int(i) for i in self.fn(table, n, rng, **ctx)]
+    idx, scores = self.fn(table, n, rng, **options)
+    idx = [int(i) for i in idx]
     if len(idx) != n or len(set(idx)) != n:
       raise AssertionError(f"strategy {self.name!r} returned {idx} for budget {n}")
-    return [table.cand[i] for i in idx]
+    if any(np.shape(v) != (len(table.cand),) for v in scores.values()):
+      raise AssertionError(f"strategy {self.name!r}: a score is not [{len(table.cand)}]")
+    return Selection(
+      ids=[table.cand[i] for i in idx],
+      scores={
+        k: dict(zip(table.cand, np.asarray(v, np.float64).tolist())) for k, v in scores.items()
+      },
+    )
 
 
 _REGISTRY: dict[str, Strategy] = {}
 
 
-def register(name: str, keys: Sequence[str], labeled_keys: Sequence[str] = ()):
-  """Decorator: registers `fn(table, budget, rng, **ctx) -> cand indices` as `name`."""
+def register(
+  name: str,
+  keys: Sequence[str],
+  labeled_keys: Sequence[str] = (),
+  options: Sequence[str] = (),
+  doc: str = "",
+):
+  """Decorator: registers `fn(table, budget, rng, **options) -> (indices, scores)` as
+  `name`. `options` must be exactly fn's keyword-only parameters; `doc` defaults to fn's
+  docstring."""
 
   def deco(fn: SelectFn) -> SelectFn:
     if name in _REGISTRY:
       raise ValueError(f"strategy {name!r} registered twice")
-    _REGISTRY[name] = Strategy(name, tuple(keys), fn, tuple(labeled_keys))
+    kwonly = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    if kwonly != set(options):
+      raise ValueError(f"strategy {name!r}: options {sorted(options)} != fn keywords {kwonly}")
+    _REGISTRY[name] = Strategy(
+      name, tuple(keys), fn, tuple(labeled_keys), tuple(options), doc or inspect.getdoc(fn) or ""
+    )
     return fn
 
   return deco
 
 
 def alias(name: str, target: str) -> None:
+  """Registers `name` as another name of the strategy `target` (same fn and options)."""
+  if name in _REGISTRY:
+    raise ValueError(f"strategy {name!r} registered twice")
   _REGISTRY[name] = dataclasses.replace(_REGISTRY[target], name=name)
 
 

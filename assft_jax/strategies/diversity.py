@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import pairwise_distances
 
-from assft_jax.strategies.base import Table, register
+from assft_jax.strategies.base import Picked, Table, register
 
 
 def _min_dist(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -20,7 +20,7 @@ def _min_dist(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 
 @register("coreset", keys=("emb_r",), labeled_keys=("emb_r",))
-def coreset(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+def coreset(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """Sener & Savarese's k-center greedy on E^(r) embeddings, Euclidean distance.
 
   Labeled cases are the initial centers; each step takes the queryable case farthest
@@ -38,7 +38,7 @@ def coreset(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.nd
     # |x - c|^2 = |x|^2 + |c|^2 - 2 x.c: one mat-vec per step instead of an [N, F] temp
     d2 = np.minimum(d2, np.maximum(sqn + sqn[i] - 2.0 * (x @ x[i]), 0.0))
     d2[picks] = -1.0  # a chosen case is a center: never again the farthest
-  return np.asarray(picks)
+  return np.asarray(picks), {}
 
 
 def kmeanspp_seeding(g: np.ndarray, k: int, draw: Callable[[np.ndarray], int]) -> list[int]:
@@ -61,7 +61,7 @@ def kmeanspp_seeding(g: np.ndarray, k: int, draw: Callable[[np.ndarray], int]) -
 
 
 @register("badge", keys=("badge",))
-def badge(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndarray:
+def badge(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """BADGE (Ash et al. 2020) on per-case gradient embeddings stats["badge"] [N, G].
 
   `kmeanspp_seeding` with draws from `rng`. sklearn.cluster.kmeans_plusplus cannot be
@@ -70,4 +70,4 @@ def badge(table: Table, budget: int, rng: np.random.Generator, **ctx) -> np.ndar
   best of 2 + log k local trials instead of one plain D^2 draw.
   """
   g = table.get("badge")
-  return np.asarray(kmeanspp_seeding(g, budget, lambda p: rng.choice(len(p), p=p)))
+  return np.asarray(kmeanspp_seeding(g, budget, lambda p: rng.choice(len(p), p=p))), {}

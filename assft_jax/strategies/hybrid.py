@@ -9,7 +9,8 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from assft_jax.scoring import kernels
-from assft_jax.strategies.base import Table, register, seed_from, top
+from assft_jax.scoring.assft import unit_rows
+from assft_jax.strategies.base import Picked, Table, register, seed_from, top
 
 
 def max_cover(sim: np.ndarray, k: int) -> list[int]:
@@ -30,35 +31,26 @@ def max_cover(sim: np.ndarray, k: int) -> list[int]:
   return picks
 
 
-@register("sann", keys=("entropy", "emb_r"))
-def sann(
-  table: Table, budget: int, rng: np.random.Generator, *, sann_pool: int = 2, **ctx
-) -> np.ndarray:
+@register("sann", keys=("entropy", "emb_r"), options=("sann_pool",))
+def sann(table: Table, budget: int, rng: np.random.Generator, *, sann_pool: int = 2) -> Picked:
   """Suggestive annotation (Yang et al. 2017), per case: the top `sann_pool`·N_B by mean
   entropy, then greedy max-cover of all unlabeled cases (excluded ones included: they
   still need representing) by cosine similarity of E^(r) embeddings."""
   cand = top(table.get("entropy"), min(sann_pool * budget, len(table.cand)))
   emb_c = table.get("emb_r")[cand]
   sim = 1.0 - kernels.cosine_distance_matrix(table.get("emb_r", "unlabeled"), emb_c)
-  return cand[max_cover(np.asarray(sim, np.float64), budget)]
+  return cand[max_cover(np.asarray(sim, np.float64), budget)], {}
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-  x = np.asarray(x, np.float64)
-  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-@register("ugtst", keys=("ugtst", "emb_r"))
-def ugtst(
-  table: Table, budget: int, rng: np.random.Generator, *, ugtst_pool: int = 4, **ctx
-) -> np.ndarray:
+@register("ugtst", keys=("ugtst", "emb_r"), options=("ugtst_pool",))
+def ugtst(table: Table, budget: int, rng: np.random.Generator, *, ugtst_pool: int = 4) -> Picked:
   """UGTST (Luo et al. 2024), per case: the top `ugtst_pool`·N_B by u (kernels.ugtst_score),
   KMeans(N_B) on their unit-normalised E^(r) embeddings (Euclidean on unit vectors ~
   cosine), and per cluster the member nearest its centroid. A cluster left empty (only
   with duplicate embeddings) is filled by the best remaining u."""
   u = table.get("ugtst")
   cand = top(u, min(ugtst_pool * budget, len(table.cand)))
-  x = _unit(table.get("emb_r")[cand])
+  x = unit_rows(np.asarray(table.get("emb_r")[cand], np.float64))
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)  # duplicates: handled below
     km = KMeans(n_clusters=budget, n_init=10, random_state=seed_from(rng)).fit(x)
@@ -70,15 +62,13 @@ def ugtst(
       picks.append(int(members[np.argmin(d)]))
   rest = [i for i in range(len(cand)) if i not in set(picks)]  # cand is u-descending
   picks += rest[: budget - len(picks)]
-  return cand[np.asarray(picks)]
+  return cand[np.asarray(picks)], {}
 
 
-@register("cup", keys=("usum", "fg_frac"))
-def cup(
-  table: Table, budget: int, rng: np.random.Generator, *, cup_pool: int = 2, **ctx
-) -> np.ndarray:
+@register("cup", keys=("usum", "fg_frac"), options=("cup_pool",))
+def cup(table: Table, budget: int, rng: np.random.Generator, *, cup_pool: int = 2) -> Picked:
   """CUP (Wang et al. 2024b) cascade as in its official code: the top `cup_pool`·N_B by
   summed voxel entropy, then the top N_B by predicted foreground fraction. (The paper's
   text says "low uncertainty"; DESIGN.md §2 follows the code.)"""
   cand = top(table.get("usum"), min(cup_pool * budget, len(table.cand)))
-  return cand[top(table.get("fg_frac")[cand], budget)]
+  return cand[top(table.get("fg_frac")[cand], budget)], {}

@@ -1,8 +1,8 @@
-"""Selective semi-supervised selection (paper §3.3) and the §3.4 exclusion rule."""
+"""Selective semi-supervised selection (paper §3.3): which unlabeled cases to pseudo-label."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -47,12 +47,3 @@ def select_reliable(
   dist = assft.semantic_distance(table.get("emb_r")[cand], table.get("emb_r", "labeled"))
   best = cand[top(assft.reliability(conf[cand], dist), n)]
   return [table.cand[i] for i in best], k
-
-
-def next_excluded(pseudo_ids: Iterable[str]) -> tuple[str, ...]:
-  """§3.4: the cases pseudo-labelled in round r are not queryable in round r + 1 only.
-
-  The loop sets Pool.excluded to this value for the next round, replacing (not adding
-  to) the previous round's exclusion. Order kept, duplicates dropped.
-  """
-  return tuple(dict.fromkeys(str(i) for i in pseudo_ids))

@@ -64,7 +64,7 @@ def _jax_fns(impl: str, filters: int, x: np.ndarray, y: np.ndarray):
   step = make_train_step(module, tx, mesh, ARCH["out_channels"])
   batch = shard_batch({"image": x, "label": y}, mesh)
   xd, rng = jax.device_put(x), jax.device_put(jax.random.key(0))
-  holder = {"s": create_state(module, variables, tx)}
+  holder = {"s": create_state(variables, tx)}
 
   def train():
     holder["s"], metrics = step(holder["s"], batch, rng)

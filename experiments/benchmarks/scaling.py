@@ -45,7 +45,7 @@ step = make_train_step(module, tx, make_mesh(), 2)
 rng = np.random.default_rng(0)
 image = rng.normal(size=(4, size, size, size, 1)).astype(np.float32)
 batch = {"image": image, "label": (image[..., 0] > 0.5).astype(np.int32)}
-s = create_state(module, variables, tx)
+s = create_state(variables, tx)
 losses, gnorms = [], []
 for _ in range(2):
   s, m = step(s, batch, jax.random.key(0))
@@ -53,7 +53,7 @@ for _ in range(2):
   gnorms.append(float(m["grad_norm"]))
 np.savez(out, *[np.asarray(x) for x in jax.tree.leaves(s["params"])])
 if len(jax.devices()) == 1:  # noise floor: the same 2 steps on the reversed batch order
-  sp = create_state(module, variables, tx)
+  sp = create_state(variables, tx)
   rev = {k: x[::-1].copy() for k, x in batch.items()}
   for _ in range(2):
     sp, _ = step(sp, rev, jax.random.key(0))

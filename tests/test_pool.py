@@ -1,0 +1,55 @@
+"""The pool's transitions (§3.4 included) and the test split, as values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assft_jax.pool import Pool, draw_split
+
+IDS = [f"c{i}" for i in range(10)]
+
+
+def test_a_round_of_transitions():
+  pool = Pool.initial({"pool": IDS[:8], "test": IDS[8:]})
+  assert pool.queryable == tuple(IDS[:8]) and pool.test == tuple(IDS[8:])
+  pool = pool.with_queried(["c3"], 0)
+  assert pool.labeled == {"c3": 0} and "c3" not in pool.unlabeled
+  # SSFT in round 1 pseudo-labels c1 and c5: they may not be queried in round 2 ...
+  pool = pool.with_queried(["c0", "c7"], 1).with_pseudo(["c1", "c5", "c1"])
+  assert pool.pseudo == ("c1", "c5") and pool.excluded == ("c1", "c5")
+  assert pool.queryable == ("c2", "c4", "c6")
+  assert pool.labeled == {"c3": 0, "c0": 1, "c7": 1}
+  # ... and the next round's pseudo set replaces the exclusion, not adds to it.
+  pool = pool.with_queried(["c2"], 2).with_pseudo(["c4"])
+  assert pool.excluded == ("c4",) and pool.queryable == ("c1", "c5", "c6")
+  # A round without SSFT leaves no exclusion.
+  assert pool.with_pseudo([]).queryable == ("c1", "c4", "c5", "c6")
+
+
+def test_transitions_refuse_cases_outside_the_unlabeled_pool():
+  pool = Pool.initial({"pool": IDS[:8], "test": IDS[8:]}).with_queried(["c0"], 0)
+  for bad in (["c0"], ["c9"], ["zz"]):
+    with pytest.raises(ValueError, match="not in the unlabeled pool"):
+      pool.with_queried(bad, 1)
+    with pytest.raises(ValueError, match="not in the unlabeled pool"):
+      pool.with_pseudo(bad)
+
+
+def test_json_round_trip():
+  pool = Pool.initial({"pool": IDS[:8], "test": IDS[8:]}).with_queried(["c2"], 0)
+  pool = pool.with_queried(["c4"], 1).with_pseudo(["c6"])
+  assert Pool.from_json(pool.to_json()) == pool
+
+
+def test_split_draws_test_cases_from_labeled_ones_by_seed():
+  labeled = IDS[2:]  # c0, c1 have no label: they can only be in the pool
+  a = draw_split(IDS, labeled, 0.25, seed=3)
+  # numpy rewrite of the rule: round(fraction x all cases) labeled cases, by the seed.
+  n = round(0.25 * len(IDS))
+  want = sorted(np.random.default_rng([3, 7]).permutation(sorted(labeled))[:n].tolist())
+  assert a["test"] == want
+  assert a["pool"] == [c for c in IDS if c not in want]
+  assert draw_split(IDS, labeled, 0.25, seed=3) == a
+  assert draw_split(IDS, labeled, 0.25, seed=4)["test"] != a["test"]
+  assert draw_split(IDS, [], 0.25, seed=3) == {"test": [], "pool": IDS}
