@@ -54,7 +54,7 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
   flags.DEFINE_bool("upper_bound", False, "Fine-tune on all target pool cases.", flag_values=fv)
   # absl's --help lists the main program's own (key) flags only, and these are defined
   # here, in a library module; declaring them key flags of the program lists them.
-  for name in names + ["overwrite", "lower_bound", "upper_bound"]:
+  for name in [*names, "overwrite", *config_lib.BOUNDS]:
     fv.register_key_flag_for_module(sys.argv[0], fv[name])
   return fv
 

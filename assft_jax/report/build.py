@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from assft_jax import atomic
+from assft_jax.config import BOUNDS
 from assft_jax.report import plots, tables
 from assft_jax.report.collect import ReportError, load_runs
 from assft_jax.report.stats import SIGNIFICANCE, Summary, summarize
@@ -24,7 +25,7 @@ def _runs_section(s: Summary, n_runs: int) -> list[str]:
   lines = ["## Runs", ""]
   for m in s.methods:
     lines.append(f"- {m}: seeds {', '.join(map(str, s.seeds[m]))}")
-  for kind in ("lower_bound", "upper_bound"):
+  for kind in BOUNDS:
     seeds = sorted(r.seed for r in s.bound_runs if r.bound == kind)
     if seeds:
       lines.append(f"- {kind.replace('_', ' ')} runs: seeds {', '.join(map(str, seeds))}")
