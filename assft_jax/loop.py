@@ -101,7 +101,10 @@ def _round(sess: session_lib.Session, summary: dict, pool: Pool, variables, r: i
     }
     atomic.write_json(rd / "query.json", query)
   queried = query["queried"]
-  labels = {**sess.oracle.known(pool.labeled_ids), **sess.oracle.label(queried, r)}
+  # The query first: a round still waiting for annotators stops before re-reading the
+  # earlier labels. Earlier cases stay first in the dict (it is the training order).
+  new = sess.oracle.label(queried, r)
+  labels = {**sess.oracle.known(pool.labeled_ids), **new}
   pool = pool.with_queried(queried, r)
   # Stage 1: supervised fine-tuning on T_l, continuing from the previous round's model.
   variables = sess.fit(variables, labels, {}, cfg.train.epochs_round, round_=r, stage="s1")

@@ -10,8 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "experiments" / "flags" / "smoke.flags"
+from tests._run_helpers import ROOT, SMOKE
 
 
 def _cases(tmp: Path) -> dict[str, tuple[list[str], int, str]]:

@@ -18,9 +18,7 @@ from absl import flags
 
 from assft_jax import config as config_lib
 from assft_jax import flags as run_flags
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "experiments" / "flags" / "smoke.flags"
+from tests._run_helpers import ROOT, SMOKE
 
 # The run flags by absl kind, as the flagfiles, the README and the sweeps use them.
 FLAG_KINDS = {

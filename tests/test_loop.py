@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -21,9 +20,7 @@ from assft_jax import data as data_lib
 from assft_jax import engine, loop, models, oracle, strategies
 from assft_jax import flags as run_flags
 from assft_jax import workdir as wd_lib
-
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "experiments" / "flags" / "smoke.flags"
+from tests._run_helpers import ROOT, SMOKE, run_cmd
 
 
 def smoke_cfg(workdir: Path, cache: Path, *extra: str) -> config_lib.RunConfig:
@@ -166,15 +163,7 @@ def test_manifest_oracle_waits_for_labels_then_continues(tmp_path, cache):
   cfg = smoke_cfg(wd, cache, *argv)
   # The CLI: exit code 3, the manifest, and no traceback.
   proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.run",
-      f"--flagfile={SMOKE}",
-      f"--workdir={wd}",
-      f"--cache_dir={cache}",
-      *argv,
-    ],
+    run_cmd(wd, cache, *argv),
     cwd=ROOT,
     capture_output=True,
     text=True,

@@ -6,35 +6,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "experiments" / "flags" / "smoke.flags"
-
-
-def _cmd(wd: Path, cache: Path) -> list[str]:
-  return [
-    sys.executable,
-    "-m",
-    "experiments.run",
-    f"--flagfile={SMOKE}",
-    f"--workdir={wd}",
-    f"--cache_dir={cache}",
-  ]
+from tests._run_helpers import ROOT, run_cmd
 
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
   cache = tmp_path / "cache"
   ref = tmp_path / "ref"
-  subprocess.run(_cmd(ref, cache), cwd=ROOT, check=True, capture_output=True, timeout=1800)
+  subprocess.run(run_cmd(ref, cache), cwd=ROOT, check=True, capture_output=True, timeout=1800)
   wd = tmp_path / "killed"
   proc = subprocess.Popen(
-    _cmd(wd, cache),
+    run_cmd(wd, cache),
     cwd=ROOT,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,
@@ -48,7 +34,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(tmp_path):
   os.killpg(proc.pid, signal.SIGKILL)
   proc.wait()
   assert not (wd / "round_002" / "DONE").exists()
-  subprocess.run(_cmd(wd, cache), cwd=ROOT, check=True, capture_output=True, timeout=1800)
+  subprocess.run(run_cmd(wd, cache), cwd=ROOT, check=True, capture_output=True, timeout=1800)
   a = json.loads((ref / "summary.json").read_text())
   b = json.loads((wd / "summary.json").read_text())
   assert [r["queried"] for r in a["rounds"]] == [r["queried"] for r in b["rounds"]]
