@@ -92,6 +92,11 @@ class DataConfig:
   )
   orientation: str | None = option(None, help="Reorient to RAS or SPL (CT-FM); default: as stored.")
   test_fraction: float = option(0.2, help="Held-out test split share (never queried).")
+  stratify_by: tuple[str, ...] = option(
+    (),
+    help="Per-case fields of dataset.json's 'cases' table (e.g. scanner,hard) whose "
+    "strata the test split keeps in proportion; default: a plain random split.",
+  )
   phantom_domain: str = option("mr", help="Phantom target domain.", choices=("ct", "mr"))
   phantom_n: int = option(40, help="Phantom target cases.")
   phantom_shape: tuple[int, ...] = option((32, 32, 32), help="Phantom volume D,H,W.")
@@ -144,6 +149,13 @@ class TrainConfig:
 class ALConfig:
   strategy: str = option("assft", help="Query strategy (assft, random, entropy, ...).")
   ssft: bool = option(True, help="Selective semi-supervised fine-tuning (stages 2-3).")
+  stage3: str = option(
+    "auto",
+    help="Stage 3 of each round: auto = on T_l and pseudo-labels with --ssft, none without; "
+    "supervised = the compute-matched control (needs --nossft): a second supervised stage "
+    "of --epochs_round epochs on T_l only, ASSFT's optimiser steps without pseudo-labels.",
+    choices=("auto", "supervised"),
+  )
   rounds: int = option(5, help="AL rounds R.")
   budget: str = option(
     "5%", help="Per-round budget: a share of the target pool ('5%') or a count ('2')."
@@ -347,6 +359,11 @@ def validate(cfg: RunConfig) -> None:
     value = opt.value(cfg)
     if opt.choices and value not in opt.choices:
       raise ConfigError(f"--{opt.name}={value!r}: expected one of {', '.join(opt.choices)}")
+  if al.stage3 == "supervised" and al.ssft:
+    raise ConfigError(
+      "--stage3=supervised is the control without pseudo-labels: it needs --nossft "
+      "(--ssft runs its own stage 3 on the pseudo-labels)"
+    )
   if al.oracle == "manifest" and not al.labels_dir:
     raise ConfigError("--oracle=manifest needs --labels_dir (where annotators put labels)")
   if not 0 < cfg.data.test_fraction < 1:

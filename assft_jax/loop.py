@@ -2,10 +2,16 @@
 score → query → label → stage 1 → [select reliable → pseudo-label → stage 3] → evaluate.
 
 Start-up order (one place, big_vision style): resume the last completed round of the
-workdir, else start from `--pretrained`, else from the phantom source encoder
-(pre-trained once and cached). Every round ends with its model, its pool, its query
-slices and a DONE marker, then summary.json is rewritten atomically; a rerun of the
-same command continues after the last DONE round and gives the same results.
+workdir, else copy round 0 from the cache when another arm of this seed has trained it
+(`workdir.round0_key`), else start from `--pretrained`, else from the phantom source
+encoder (pre-trained once and cached). Every round ends with its model, its pool, its
+query slices, its summary row and a DONE marker, then summary.json is rewritten
+atomically; a rerun of the same command continues after the last DONE round and gives
+the same results.
+
+Stage 3 (`--stage3`): with --ssft it fine-tunes on T_l ∪ pseudo-labels; the
+compute-matched control (`--nossft --stage3=supervised`) runs the same stage on T_l
+alone, so a query strategy gets ASSFT's optimiser steps without its pseudo-labels.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from assft_jax import atomic, strategies
 from assft_jax import config as config_lib
 from assft_jax import session as session_lib
 from assft_jax import workdir as wd_lib
+from assft_jax.data import preprocess
+from assft_jax.engine.score import fingerprint
 from assft_jax.pool import Pool
 
 log = logging.getLogger("assft_jax.loop")
@@ -52,23 +60,47 @@ def _active_learning(sess: session_lib.Session) -> dict:
   n_b = config_lib.budget_per_round(cfg.al.budget, len(sess.data.split["pool"]))
   summary = _load_summary(sess, n_b)
   done = wd_lib.last_done_round(wd)
+  entry = _round0_entry(sess) if done is None else None
+  if entry is not None and wd_lib.restore_round0(entry, wd, sess.data.split):
+    log.info("round 0 copied from %s (trained by another run with the same round 0)", entry)
+    done = 0
   if done is None:
-    pool, variables = _round_zero(sess, summary)
+    pool, variables = _round_zero(sess, summary, entry)
     done = 0
   else:
     pool = Pool.from_json(wd_lib.read_json(wd_lib.round_dir(wd, done) / "pool.json"))
     variables = wd_lib.load_model(wd, done)
-    summary["rounds"] = [x for x in summary["rounds"] if x["round"] <= done]
+    # The rows of done rounds come from their row.json: a kill between a round's DONE and
+    # the summary write (or a copied round 0) leaves summary.json behind the workdir.
+    summary["rounds"] = [
+      wd_lib.read_json(wd_lib.round_dir(wd, r) / "row.json") for r in range(done + 1)
+    ]
+    _write_summary(sess, summary)
     log.info("resuming %s after round %d", wd, done)
   for r in range(done + 1, cfg.al.rounds + 1):
     pool, variables = _round(sess, summary, pool, variables, r, n_b)
   summary["complete"] = True
-  _write_summary(wd, summary)
+  _write_summary(sess, summary)
   return summary
 
 
-def _round_zero(sess: session_lib.Session, summary: dict) -> tuple[Pool, Any]:
-  """r = 0: the one-shot init on the case chosen by --init_pick."""
+def _round0_entry(sess: session_lib.Session) -> Path | None:
+  """The cache entry of this run's round 0; None under --oracle=manifest (an annotator's
+  labels belong to the run, and its round 0 may wait for them)."""
+  cfg = sess.cfg
+  if cfg.al.oracle != "ground_truth":
+    return None
+  # The weights of F(0) and the input files: what the config names but does not hold (a
+  # re-converted --pretrained, an edited data file under the same path).
+  ds, pcfg = sess.data.dataset, session_lib.preprocess_config(cfg)
+  data = [preprocess.cache_key(c, pcfg, ds.label_lut, ds.mask_names) for c in ds.cases]
+  key = wd_lib.round0_key(cfg, fingerprint(sess.variables0), *data)
+  return cfg.cache / "round0" / key
+
+
+def _round_zero(sess: session_lib.Session, summary: dict, entry: Path | None) -> tuple[Pool, Any]:
+  """r = 0: the one-shot init on the case chosen by --init_pick; then stored in the cache
+  `entry` for the other arms of the seed."""
   cfg = sess.cfg
   pool = Pool.initial(sess.data.split)
   path = wd_lib.round_dir(sess.workdir, 0) / "query.json"
@@ -81,6 +113,8 @@ def _round_zero(sess: session_lib.Session, summary: dict) -> tuple[Pool, Any]:
   pool = pool.with_queried(query["queried"], 0)
   variables = sess.fit(sess.variables0, labels, {}, cfg.train.epochs_init, round_=0, stage="init")
   _finish_round(sess, summary, pool, variables, 0, query["queried"])
+  if entry is not None and wd_lib.store_round0(sess.workdir, entry):
+    log.info("round 0 stored in %s for the other runs of this seed", entry)
   return pool, variables
 
 
@@ -109,43 +143,58 @@ def _round(sess: session_lib.Session, summary: dict, pool: Pool, variables, r: i
   # Stage 1: supervised fine-tuning on T_l, continuing from the previous round's model.
   variables = sess.fit(variables, labels, {}, cfg.train.epochs_round, round_=r, stage="s1")
   pseudo_ids: list[str] = []
+  extra = {}
   if cfg.al.ssft and pool.unlabeled:
     # Stage 2: select N_SU reliable unlabeled cases; pseudo-label them with F^(r).
     stats = sess.score(variables, pool.labeled_ids + pool.unlabeled, r, R)
     n_su = strategies.n_su(n_b, r, len(pool.unlabeled))
     pseudo_ids, k = strategies.select_reliable(stats, pool, n_su, cfg.al.tau_c)
+    # Table 8: how good F^(r) is on every unlabeled case, selected or not; never trained on.
+    extra = _unlabeled_dice(stats, pool.unlabeled)
     pseudo = sess.predict(variables, pseudo_ids)
-    atomic.write_json(rd / "ssft.json", {"n_su": n_su, "K": int(k), "pseudo": list(pseudo_ids)})
+    ssft = {"n_su": n_su, "K": int(k), "pseudo": list(pseudo_ids), **extra}
+    atomic.write_json(rd / "ssft.json", ssft)
     # Stage 3: fine-tune on T_l ∪ pseudo.
     variables = sess.fit(variables, labels, pseudo, cfg.train.epochs_round, round_=r, stage="s3")
+  elif cfg.al.stage3 == "supervised" and pool.unlabeled:
+    # The compute-matched control: SSFT's stage 3 (same length, same seed stream, run when
+    # SSFT's would run) on T_l alone.
+    variables = sess.fit(variables, labels, {}, cfg.train.epochs_round, round_=r, stage="s3")
   pool = pool.with_pseudo(pseudo_ids)
-  _finish_round(sess, summary, pool, variables, r, queried)
+  _finish_round(sess, summary, pool, variables, r, queried, extra)
   return pool, variables
 
 
 def _finish_round(
-  sess: session_lib.Session, summary: dict, pool: Pool, variables, r: int, queried: list[str]
+  sess: session_lib.Session,
+  summary: dict,
+  pool: Pool,
+  variables,
+  r: int,
+  queried: list[str],
+  extra: Mapping[str, Any] | None = None,
 ) -> None:
-  """Persists the round (model, query slices, pool, DONE), then the summary row."""
+  """Persists the round (model, query slices, pool, its summary row, DONE), then
+  summary.json; `extra` goes into the row."""
   wd, rd = sess.workdir, wd_lib.round_dir(sess.workdir, r)
   result = _result_row(sess.evaluate(variables))
   wd_lib.save_model(wd, r, sess.module, variables)
   preds = sess.predict(variables, queried) if queried else {}
   wd_lib.write_query_slices(rd / "query_slices.npz", sess.volumes, preds, queried)
   atomic.write_json(rd / "pool.json", pool.to_json())
+  row = {
+    "round": r,
+    "n_labeled": len(pool.labeled),
+    "queried": list(queried),
+    "pseudo": list(pool.pseudo),
+    **result,
+    **(extra or {}),
+  }
+  atomic.write_json(rd / "row.json", row)
   wd_lib.mark_done(wd, r)
-  summary["rounds"] = [x for x in summary["rounds"] if x["round"] != r]
-  summary["rounds"].append(
-    {
-      "round": r,
-      "n_labeled": len(pool.labeled),
-      "queried": list(queried),
-      "pseudo": list(pool.pseudo),
-      **result,
-    }
-  )
+  summary["rounds"] = [x for x in summary["rounds"] if x["round"] != r] + [row]
   summary["budget_label"] = _budget_labels(sess.cfg, len(summary["rounds"]))
-  _write_summary(wd, summary)
+  _write_summary(sess, summary)
   log.info(
     "round %d: %d labeled, Dice %.4f ± %.4f",
     r,
@@ -179,7 +228,7 @@ def _bound_run(sess: session_lib.Session, train: bool) -> dict:
     {"round": 0, "n_labeled": len(ids) if train else 0, "queried": [], "pseudo": [], **result}
   ]
   summary["complete"] = True
-  _write_summary(wd, summary)
+  _write_summary(sess, summary)
   return summary
 
 
@@ -224,6 +273,15 @@ def _result_row(res: Mapping[str, Any]) -> dict:
   }
 
 
+def _unlabeled_dice(stats: Mapping[str, Any], unlabeled: Sequence[str]) -> dict:
+  """{"unlabeled_dice": {id: Dice of F^(r)}} over the unlabeled cases that have ground
+  truth (stats["dice_gt"] is NaN for the others); {} when none has."""
+  row = {c: i for i, c in enumerate(stats["ids"])}
+  dice = np.asarray(stats["dice_gt"], np.float64)
+  got = {c: float(dice[row[c]]) for c in unlabeled if np.isfinite(dice[row[c]])}
+  return {"unlabeled_dice": got} if got else {}
+
+
 def _num(v) -> float | None:
   return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
@@ -242,12 +300,15 @@ def _budget_labels(cfg, n_rounds: int) -> list[str]:
 
 def _load_summary(sess: session_lib.Session, n_b: int | None) -> dict:
   s = wd_lib.read_json(sess.workdir / "summary.json")
+  sess.carry_timing(s.get("timing") if s else None)
   if s is None:
     s = {
       "strategy": sess.cfg.strategy_name,
       "ssft": bool(sess.cfg.al.ssft),
+      "stage3": _stage3(sess.cfg),
       "seed": sess.cfg.seed,
       "complete": False,
+      "budget": str(sess.cfg.al.budget).strip(),
       "budget_per_round": n_b,
       "lower_bound": None,
       "upper_bound": None,
@@ -257,6 +318,18 @@ def _load_summary(sess: session_lib.Session, n_b: int | None) -> dict:
   return s
 
 
-def _write_summary(workdir: Path, summary: dict) -> None:
+def _stage3(cfg: config_lib.RunConfig) -> str:
+  """What stage 3 of each round does: "pseudo" (SSFT), "supervised" (the control), "none"."""
+  if cfg.al.mode != "al":
+    return "none"
+  if cfg.al.ssft:
+    return "pseudo"
+  return "supervised" if cfg.al.stage3 == "supervised" else "none"
+
+
+def _write_summary(sess: session_lib.Session, summary: dict) -> None:
+  """summary.json, atomically, with the run's wall-time split (`Session.timing`, which
+  carries the seconds of this run's earlier processes)."""
+  summary["timing"] = {k: round(v, 3) for k, v in sess.timing.items()}
   summary["rounds"].sort(key=lambda x: x["round"])
-  atomic.write_json(Path(workdir) / "summary.json", summary)
+  atomic.write_json(Path(sess.workdir) / "summary.json", summary)

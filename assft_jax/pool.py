@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from sklearn import model_selection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,17 +98,32 @@ class Pool:
 
 
 def draw_split(
-  case_ids: Sequence[str], labeled_ids: Iterable[str], test_fraction: float, seed: int
+  case_ids: Sequence[str],
+  labeled_ids: Iterable[str],
+  test_fraction: float,
+  seed: int,
+  groups: Mapping[str, str] | None = None,
 ) -> dict[str, list[str]]:
   """{"test": ids, "pool": ids}: the held-out test split, drawn by seed (DESIGN §2).
 
   Test cases come from the cases with a label (they are scored); their number is
   round(test_fraction × all cases), at least 1. The pool keeps every other case in
   dataset order. Stored once per run by the caller, so a resume cannot redraw it.
+
+  groups (id -> stratum, e.g. the scanner; `data.case_groups`): the test split keeps
+  each stratum's share of the labeled cases (sklearn's stratified split), so a small
+  test set still holds the minority scanners. Without it, a plain random draw.
   """
   labeled = sorted(labeled_ids)
-  rng = np.random.default_rng([seed, 7])
   n_test = max(1, round(test_fraction * len(case_ids))) if labeled else 0
-  test = sorted(rng.permutation(labeled)[:n_test].tolist())
+  if groups is None or not labeled:
+    rng = np.random.default_rng([seed, 7])
+    test = sorted(rng.permutation(labeled)[:n_test].tolist())
+  else:
+    strata = [groups[c] for c in labeled]
+    _, test = model_selection.train_test_split(
+      labeled, test_size=n_test, random_state=seed, stratify=strata
+    )
+    test = sorted(test)
   held = set(test)
   return {"test": test, "pool": [c for c in case_ids if c not in held]}

@@ -57,6 +57,7 @@ def open_data(cfg: config_lib.RunConfig, workdir: Path) -> RunData:
       [c.id for c in dataset.cases if c.label is not None],
       cfg.data.test_fraction,
       cfg.seed,
+      _strata(cfg, dataset),
     )
     atomic.write_json(path, split)
   return RunData(dataset, volumes, split)
@@ -72,12 +73,25 @@ class Session:
   variables0: Any  # F(0): the pre-trained encoder with a fresh decoder
   mesh: Any
   _steps: dict = dataclasses.field(default_factory=dict)
+  _clock: engine.Timing = dataclasses.field(default_factory=engine.Timing)
 
   @classmethod
   def open(cls, cfg: config_lib.RunConfig, workdir: Path, data: RunData) -> Session:
+    clock = engine.Timing()  # from here: the source encoder's pre-training is in total_s
     mesh = _mesh(cfg)
     module, variables0 = initial_model(cfg, len(data.dataset.class_names))
-    return cls(cfg, Path(workdir), data, make_oracle(cfg, workdir, data), module, variables0, mesh)
+    oracle = make_oracle(cfg, workdir, data)
+    return cls(cfg, Path(workdir), data, oracle, module, variables0, mesh, _clock=clock)
+
+  @property
+  def timing(self) -> dict[str, float]:
+    """Seconds since `open`: {compile_s, train_s, score_s, predict_s, evaluate_s,
+    total_s}. compile_s is XLA's (engine.timing) and overlaps the phase that compiled."""
+    return self._clock.as_dict()
+
+  def carry_timing(self, earlier: Mapping[str, float] | None) -> None:
+    """Counts the seconds of this run's earlier processes (from its summary) in `timing`."""
+    self._clock.carry(dict(earlier or {}))
 
   @property
   def volumes(self) -> Mapping[str, data_lib.Volume]:
@@ -108,6 +122,10 @@ class Session:
     On a non-finite loss the last good state goes to round_XXX/diverged_<stage>/ and
     TrainingDiverged is raised (it names the round, stage and step).
     """
+    with self._clock.phase("train_s"):
+      return self._fit(variables, labels, pseudo, epochs, round_, stage)
+
+  def _fit(self, variables, labels, pseudo, epochs: int, round_: int, stage: str):
     tr = self.cfg.train
     targets = {**labels, **pseudo}
     ids = list(targets)
@@ -157,48 +175,73 @@ class Session:
   # ------------------------------------------------------------------- inference
 
   def score(self, variables, ids: Sequence[str], r: int, R: int) -> dict:
-    """Per-case stats of F(r) (and the cached E(0) embeddings) for the strategies."""
-    return engine.score_pass(
-      self.module,
-      variables,
-      self.volumes,
-      list(ids),
-      r=r,
-      R=R,
-      emb0_variables=self.variables0,
-      emb0_cache=self.cfg.cache / "emb0",
-      **self._sw,
-    )
+    """Per-case stats of F(r) (and the cached E(0) embeddings) for the strategies, with
+    "dice_gt" [N]: F(r)'s Dice against the ground truth, NaN where there is none."""
+    with self._clock.phase("score_s"):
+      return engine.score_pass(
+        self.module,
+        variables,
+        self.volumes,
+        list(ids),
+        r=r,
+        R=R,
+        emb0_variables=self.variables0,
+        emb0_cache=self.cfg.cache / "emb0",
+        **self._sw,
+      )
 
   def embed0(self, ids: Sequence[str]) -> np.ndarray:
     """E(0) embeddings [N, F] of the pre-trained encoder (cached across rounds)."""
-    return engine.embed0(
-      self.module,
-      self.variables0,
-      self.volumes,
-      list(ids),
-      cache=self.cfg.cache / "emb0",
-      **self._sw,
-    )
+    with self._clock.phase("score_s"):
+      return engine.embed0(
+        self.module,
+        self.variables0,
+        self.volumes,
+        list(ids),
+        cache=self.cfg.cache / "emb0",
+        **self._sw,
+      )
 
   def predict(self, variables, ids: Sequence[str]) -> dict[str, np.ndarray]:
     """Hard labels {id: [D, H, W] int32} of `variables` on the preprocessed grid."""
-    return engine.predict_labels(self.module, variables, self.volumes, list(ids), **self._sw)
+    with self._clock.phase("predict_s"):
+      return engine.predict_labels(self.module, variables, self.volumes, list(ids), **self._sw)
 
   def evaluate(self, variables) -> dict:
     """engine.evaluate over the test split: {mean, sd, n_cases, per_class, per_case}."""
-    return engine.evaluate(
-      self.module,
-      variables,
-      self.volumes,
-      list(self.data.split["test"]),
-      num_classes=len(self.class_names),
-      class_names=self.class_names,
-      **self._sw,
-    )
+    with self._clock.phase("evaluate_s"):
+      return engine.evaluate(
+        self.module,
+        variables,
+        self.volumes,
+        list(self.data.split["test"]),
+        num_classes=len(self.class_names),
+        class_names=self.class_names,
+        **self._sw,
+      )
 
 
 # ----------------------------------------------------------------------- helpers
+
+
+def _strata(cfg: config_lib.RunConfig, dataset: data_lib.Dataset) -> dict[str, str] | None:
+  """--stratify_by's id -> stratum, or None for a plain random split."""
+  if not cfg.data.stratify_by:
+    return None
+  groups = data_lib.case_groups(dataset, cfg.data.stratify_by)
+  labeled = [c.id for c in dataset.cases if c.label is not None]
+  counts: dict[str, int] = {}
+  for c in labeled:
+    counts[groups[c]] = counts.get(groups[c], 0) + 1
+  n_test = max(1, round(cfg.data.test_fraction * len(dataset.cases)))
+  thin = sorted(g for g, n in counts.items() if n < 2)
+  if thin or n_test < len(counts):
+    raise config_lib.ConfigError(
+      f"--stratify_by={','.join(cfg.data.stratify_by)}: a stratified test split of "
+      f"{n_test} cases needs at least two labeled cases per stratum and one test case per "
+      f"stratum; strata {counts}"
+    )
+  return groups
 
 
 def preprocess_config(cfg: config_lib.RunConfig) -> data_lib.PreprocessConfig:

@@ -1,29 +1,43 @@
 """Sweeps: every (strategy, seed) cell is its own resumable `experiments.run` run.
 
-A cell's workdir is `OUT/<strategy>/seed_<k>/`. The sweep sets `--ssft` per cell, as
-the paper's tables do: on for `assft`, off for every other strategy unless it is named
-`<strategy>+ssft` (e.g. `random+ssft`). The names `lower_bound` and `upper_bound` make
-cells of the bound runs (`--lower_bound` / `--upper_bound`). A cell whose summary.json says
+A cell's workdir is `OUT/<token>/seed_<k>/`. The sweep sets `--ssft` and `--stage3` per
+cell, as the paper's tables do: SSFT on for `assft`, off for every other strategy
+unless the token is `<strategy>+ssft` (e.g. `random+ssft`); `<strategy>+sup` is the
+compute-matched control (`--nossft --stage3=supervised`: a second supervised stage of
+the same length instead of SSFT). The names `lower_bound` and `upper_bound` make cells of
+the bound runs (`--lower_bound` / `--upper_bound`). A cell whose summary.json says
 `"complete": true` is skipped; any other cell is (re)started with the same command,
-which resumes it (issue #6 §4). The command runner is injectable so the planning and
-bookkeeping are testable without subprocesses.
+which resumes it (issue #6 §4).
+
+With `jobs` > 1, that many cells run at once, each pinned to its own share of the CPUs
+(`cpu_slots`: XLA sizes its thread pools from the process's affinity mask) and logging
+to `<cell workdir>/run.log`. Cells go seed-major, and every AL cell of a seed waits until
+the seed's first AL cell (its leader) has finished round 0 or ended, so the later arms
+copy round 0 from the cache instead of training it again (`workdir.py`). The launcher
+is injectable so the planning and bookkeeping are testable without subprocesses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
+# No jax here (nor through imports): the parent stays single-threaded, which keeps
+# `preexec_fn` (the CPU pinning of a child) safe.
 from assft_jax.config import BOUNDS
 from assft_jax.errors import EXIT_ERROR, EXIT_OK, EXIT_PENDING, AssftError
 
-Runner = Callable[[list[str]], int]
+# Token suffix -> (ssft, stage3) of the run.
+SUFFIXES = {"+ssft": (True, "auto"), "+sup": (False, "supervised")}
 
 
 class SweepError(AssftError, ValueError):
@@ -32,11 +46,13 @@ class SweepError(AssftError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-  """token: the --strategies entry (also the directory name); strategy: the run's."""
+  """token: the --strategies entry (also the directory name); strategy, ssft, stage3:
+  the run's flags."""
 
   token: str
   strategy: str
   ssft: bool
+  stage3: str
   seed: int
   workdir: Path
 
@@ -44,14 +60,21 @@ class Cell:
   def name(self) -> str:
     return f"{self.token}/seed_{self.seed}"
 
+  @property
+  def is_bound(self) -> bool:
+    return self.strategy in BOUNDS
 
-def parse_token(token: str) -> tuple[str, bool]:
-  """ "assft" -> ("assft", True); "random+ssft" -> ("random", True); "x" -> ("x", False)."""
+
+def parse_token(token: str) -> tuple[str, bool, str]:
+  """-> (strategy, ssft, stage3): "assft" -> ("assft", True, "auto"); "random+ssft" ->
+  ("random", True, "auto"); "random+sup" -> ("random", False, "supervised"); "x" ->
+  ("x", False, "auto")."""
   if token in BOUNDS:
-    return token, False
-  if token.lower().endswith("+ssft"):
-    return token[: -len("+ssft")], True
-  return token, token.lower() == "assft"
+    return token, False, "auto"
+  for suffix, (ssft, stage3) in SUFFIXES.items():
+    if token.lower().endswith(suffix):
+      return token[: -len(suffix)], ssft, stage3
+  return token, token.lower() == "assft", "auto"
 
 
 @dataclasses.dataclass
@@ -79,14 +102,26 @@ class SweepResult:
 
 
 def parse_strategies(text: str) -> list[str]:
-  """ "a,b,a" -> ["a", "b"]; names must be usable as directory names ("+ssft" allowed)."""
+  """ "a,b,a" -> ["a", "b"]; names must be usable as directory names, with at most one
+  of the suffixes "+ssft" / "+sup", and none on a bound."""
   names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
   if not names:
     raise SweepError("--strategies: empty; give a comma-separated list, e.g. assft,rand")
   bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_.+-]+", n) or not n.strip(".")]
   if bad:
     raise SweepError(f"--strategies: invalid names {bad} (letters, digits, _ . + - only)")
+  mixed = [n for n in names if _two_suffixes_or_bound(n)]
+  if mixed:
+    raise SweepError(
+      f"--strategies: {mixed}: one suffix per name (+ssft: with SSFT, +sup: the "
+      "compute-matched control), and none on lower_bound / upper_bound"
+    )
   return names
+
+
+def _two_suffixes_or_bound(name: str) -> bool:
+  base = parse_token(name)[0]
+  return "+" in base or (base in BOUNDS and name not in BOUNDS)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -108,20 +143,33 @@ def parse_seeds(text: str) -> list[int]:
 def plan_cells(
   strategies: Sequence[str], seeds: Sequence[int], out: str | os.PathLike
 ) -> list[Cell]:
-  """Strategy-major order, so one strategy's seeds finish together."""
+  """Seed-major order: one seed's arms run close together, so its round 0 (trained once,
+  then copied from the cache) is ready when they need it."""
   out = Path(out)
-  return [Cell(t, *parse_token(t), k, out / t / f"seed_{k}") for t in strategies for k in seeds]
+  return [Cell(t, *parse_token(t), k, out / t / f"seed_{k}") for k in seeds for t in strategies]
+
+
+def _summary(workdir: Path) -> dict:
+  try:
+    s = json.loads((Path(workdir) / "summary.json").read_text())
+  except (OSError, ValueError):
+    return {}
+  return s if isinstance(s, dict) else {}
 
 
 def is_complete(workdir: Path) -> bool:
   """True iff workdir/summary.json is readable and says "complete": true."""
-  try:
-    return json.loads((Path(workdir) / "summary.json").read_text()).get("complete") is True
-  except (OSError, ValueError, AttributeError):
-    return False
+  return _summary(workdir).get("complete") is True
 
 
-CELL_FLAGS = ("strategy", "seed", "workdir", "ssft") + BOUNDS  # set per cell; never passed through
+def has_round_zero(workdir: Path) -> bool:
+  """True once workdir/summary.json holds a row for round 0."""
+  rows = _summary(workdir).get("rounds")
+  return isinstance(rows, list) and any(isinstance(x, dict) and x.get("round") == 0 for x in rows)
+
+
+# Set per cell; never passed through.
+CELL_FLAGS = ("strategy", "seed", "workdir", "ssft", "stage3") + BOUNDS
 
 
 def check_extra(extra: Sequence[str]) -> None:
@@ -130,7 +178,8 @@ def check_extra(extra: Sequence[str]) -> None:
   if bad:
     raise SweepError(
       f"{' '.join(bad)}: set per cell by the sweep (use --strategies, --seeds, "
-      "--out; name a strategy <name>+ssft to run it with SSFT)"
+      "--out; name a strategy <name>+ssft to run it with SSFT, <name>+sup for the "
+      "compute-matched control)"
     )
 
 
@@ -140,8 +189,12 @@ def run_command(
   """The cell's `experiments.run` command; `extra` comes last so it overrides."""
   what = (
     [f"--{cell.strategy}"]
-    if cell.strategy in BOUNDS
-    else [f"--strategy={cell.strategy}", "--ssft" if cell.ssft else "--nossft"]
+    if cell.is_bound
+    else [
+      f"--strategy={cell.strategy}",
+      "--ssft" if cell.ssft else "--nossft",
+      f"--stage3={cell.stage3}",
+    ]
   )
   return (
     [python, "-m", "experiments.run"]
@@ -152,42 +205,151 @@ def run_command(
   )
 
 
-def subprocess_runner(cmd: list[str]) -> int:
-  """Runs cmd with inherited stdout/stderr; returns its exit code."""
-  return subprocess.run(cmd, check=False).returncode
+# ------------------------------------------------------------------ running cells
+
+
+class Job(Protocol):
+  """What the sweep needs of a started cell (`subprocess.Popen` has it)."""
+
+  def poll(self) -> int | None: ...
+
+  def terminate(self) -> None: ...
+
+  def wait(self) -> int: ...
+
+
+Launcher = Callable[[list[str], Path | None, frozenset[int] | None], Job]
+
+
+def cpu_slots(jobs: int, cpus: Sequence[int] | None = None) -> list[frozenset[int] | None]:
+  """The CPU set of each of `jobs` parallel slots: the usable CPUs split into equal
+  contiguous shares (cores // jobs each; with more jobs than CPUs, one CPU each, shared
+  round-robin). One job: None, no pinning."""
+  if jobs < 1:
+    raise SweepError(f"--jobs={jobs}: must be at least 1")
+  if jobs == 1:
+    return [None]
+  cpus = sorted(os.sched_getaffinity(0) if cpus is None else cpus)
+  k = max(1, len(cpus) // jobs)
+  return [frozenset(cpus[(i * k + j) % len(cpus)] for j in range(k)) for i in range(jobs)]
+
+
+def subprocess_launch(cmd: list[str], log: Path | None, cpus: frozenset[int] | None) -> Job:
+  """Starts cmd; with `log`, its stdout and stderr go there (appended: a resumed cell
+  keeps its earlier attempts' lines), else to the console. With `cpus`, the child is
+  pinned to them before it starts (so XLA's pools are as large as its share)."""
+  out = None
+  if log is not None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab")  # a stream, not a file that is written once: no atomic write
+  pin = functools.partial(os.sched_setaffinity, 0, cpus) if cpus is not None else None
+  try:
+    return subprocess.Popen(
+      cmd, stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=pin
+    )
+  finally:
+    if out is not None:
+      out.close()  # the child holds its own copy
+
+
+def _leaders(cells: Sequence[Cell]) -> dict[int, Cell]:
+  """The first AL cell of each seed: it trains the seed's round 0."""
+  out: dict[int, Cell] = {}
+  for c in cells:
+    if not c.is_bound:
+      out.setdefault(c.seed, c)
+  return out
 
 
 def run_sweep(
   cells: Sequence[Cell],
   flagfiles: Sequence[str],
   extra: Sequence[str] = (),
-  runner: Runner = subprocess_runner,
+  launch: Launcher = subprocess_launch,
   log: Callable[[str], None] = print,
+  jobs: int = 1,
+  cpus: Sequence[int] | None = None,
+  poll_s: float = 1.0,
 ) -> SweepResult:
-  """Runs every incomplete cell in order; a failing cell never stops the others."""
+  """Runs every incomplete cell, up to `jobs` at once; a failing cell never stops the
+  others. Ctrl-C terminates the running cells (they resume on the next sweep)."""
   for f in flagfiles:
     if not Path(f).is_file():
       raise SweepError(f"--flagfile: {f} does not exist")
   check_extra(extra)
+  slots = cpu_slots(jobs, cpus)
   res = SweepResult()
-  for i, cell in enumerate(cells, 1):
-    if is_complete(cell.workdir):
-      log(f"[{i}/{len(cells)}] {cell.name}: complete, skipped")
-      res.skipped.append(cell)
-      continue
-    cmd = run_command(cell, flagfiles, extra)
-    log(f"[{i}/{len(cells)}] {cell.name}: {' '.join(cmd)}")
-    try:
-      rc = runner(cmd)
-    except OSError as e:  # e.g. the interpreter vanished: report, go on
-      log(f"[{i}/{len(cells)}] {cell.name}: could not start ({e})")
-      rc = -1
-    res.ran.append(cell)
+  n = len(cells)
+  tag = {c: f"[{i}/{n}] {c.name}" for i, c in enumerate(cells, 1)}
+  pending: list[Cell] = []
+  for c in cells:
+    if is_complete(c.workdir):
+      log(f"{tag[c]}: complete, skipped")
+      res.skipped.append(c)
+    else:
+      pending.append(c)
+  leaders = _leaders(cells)
+  with_r0: set[Cell] = set()  # leaders seen with round 0 (it stays done)
+  running: dict[int, tuple[Cell, Job]] = {}  # slot -> cell
+
+  def ready(c: Cell) -> bool:
+    lead = leaders.get(c.seed)
+    if c.is_bound or lead is c or lead in with_r0:
+      return True
+    if lead in pending or any(lead == x for x, _ in running.values()):
+      if not has_round_zero(lead.workdir):
+        return False
+      with_r0.add(lead)
+    return True  # the leader has round 0, or ended without it: no point in waiting
+
+  def finish(c: Cell, rc: int) -> None:
+    res.ran.append(c)
     if rc == EXIT_PENDING:
-      log(f"[{i}/{len(cells)}] {cell.name}: waiting for labels (see {cell.workdir})")
-      res.waiting.append(cell)
+      log(f"{tag[c]}: waiting for labels (see {c.workdir})")
+      res.waiting.append(c)
     elif rc != 0:
-      log(f"[{i}/{len(cells)}] {cell.name}: FAILED with exit code {rc}")
-      res.failed.append((cell, rc))
+      log(
+        f"{tag[c]}: FAILED with exit code {rc}"
+        + (f" (log: {c.workdir / 'run.log'})" if jobs > 1 else "")
+      )
+      res.failed.append((c, rc))
+    elif jobs > 1:
+      log(f"{tag[c]}: done")
+
+  try:
+    while pending or running:
+      changed = False
+      for slot in [i for i in range(jobs) if i not in running]:
+        c = next((x for x in pending if ready(x)), None)
+        if c is None:
+          break
+        pending.remove(c)
+        changed = True
+        cmd = run_command(c, flagfiles, extra)
+        logfile = c.workdir / "run.log" if jobs > 1 else None
+        where = (
+          f" [cpus {','.join(map(str, sorted(slots[slot])))}; log {logfile}]" if logfile else ""
+        )
+        log(f"{tag[c]}: {' '.join(cmd)}{where}")
+        try:
+          running[slot] = (c, launch(cmd, logfile, slots[slot]))
+        except OSError as e:  # e.g. the interpreter vanished: report, go on
+          log(f"{tag[c]}: could not start ({e})")
+          finish(c, -1)
+      for slot, (c, job) in list(running.items()):
+        rc = job.poll()
+        if rc is not None:
+          del running[slot]
+          changed = True
+          finish(c, rc)
+      if not changed:
+        time.sleep(poll_s)
+  except KeyboardInterrupt:
+    log(f"interrupted: stopping {len(running)} running cell(s); rerun the sweep to resume")
+    for _, job in running.values():
+      job.terminate()
+    for _, job in running.values():
+      job.wait()
+    raise
   log(res.describe())
   return res

@@ -8,15 +8,23 @@ Layout:
   round_XXX/model/          the round's network (models.save_pretrained format)
   round_XXX/pool.json       the pool after the round
   round_XXX/query_slices.npz central slices of the queried cases (for the report)
+  round_XXX/ssft.json       with SSFT: N_SU, K, the pseudo-labelled ids, unlabeled_dice
+  round_XXX/row.json        the round's summary row (a resume rebuilds summary.json from it)
+  round_XXX/train_<stage>.jsonl per-epoch training records
   round_XXX/diverged_<stage>/ the last good training state, only after a NaN stop
   round_XXX/DONE            written last: the round is complete
   summary.json              rewritten atomically after every round
 
 Every write goes through `assft_jax.atomic` (temp file, then rename).
+
+Round 0 is shared across runs: every arm of one seed trains the same r = 0 (same split,
+init pick, epochs and seed streams), so the first run to finish it stores it in the cache
+(`CACHE/round0/<round0_key>/`: round_000/ and split.json) and later runs copy it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -112,3 +120,57 @@ def write_query_slices(path: Path, volumes, preds: dict[str, np.ndarray], ids: l
       arrays[f"{cid}/label"] = np.asarray(vol.label[mid], np.int16)
     arrays[f"{cid}/pred"] = np.asarray(preds[cid][mid], np.int16)
   atomic.write_npz(path, arrays)
+
+
+# Settings that cannot change round 0 (it is the init pick and the init stage only): runs
+# that differ in these alone share it. Everything else, the seed included, is in the key.
+ROUND0_FREE = (
+  "workdir",
+  "cache_dir",
+  "al.strategy",
+  "al.ssft",
+  "al.stage3",
+  "al.rounds",
+  "al.budget",
+  "al.tau_c",
+)
+# Bumped when the code of round 0 (init pick, init stage, evaluation) changes its results:
+# the key sees the config and the inputs, not the code.
+ROUND0_VERSION = 1
+
+
+def round0_key(cfg: config_lib.RunConfig, *fingerprints: str) -> str:
+  """The cache key of a run's round 0: the resolved config without ROUND0_FREE, plus
+  `fingerprints` of what the config names but does not hold (F(0)'s weights, the data)."""
+  flat = config_lib.flatten(cfg.to_json())
+  kept = {k: v for k, v in flat.items() if k not in ROUND0_FREE}
+  blob = json.dumps([ROUND0_VERSION, kept, list(fingerprints)], sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def store_round0(workdir: Path, entry: Path) -> bool:
+  """Copies the workdir's finished round 0 and split.json into the cache `entry`.
+
+  First writer wins (two arms of a seed may finish round 0 together); False when the
+  entry was already there.
+  """
+  if (entry / "round_000" / "DONE").exists():
+    return False
+  with atomic.atomic_dir(entry, replace=False) as tmp:
+    shutil.copytree(round_dir(workdir, 0), tmp / "round_000")
+    shutil.copy2(Path(workdir) / "split.json", tmp / "split.json")
+  return True
+
+
+def restore_round0(entry: Path, workdir: Path, split: Any) -> bool:
+  """Copies a cached round 0 into the workdir, whole (a kill leaves it absent or done).
+
+  Only when the entry holds this very test split (the key should already ensure it);
+  False, with nothing written, otherwise. A partial round_000 of an earlier attempt of
+  this run is replaced.
+  """
+  if not (entry / "round_000" / "DONE").exists() or read_json(entry / "split.json") != split:
+    return False
+  with atomic.atomic_dir(round_dir(workdir, 0)) as tmp:
+    shutil.copytree(entry / "round_000", tmp, dirs_exist_ok=True)
+  return True

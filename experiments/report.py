@@ -1,10 +1,16 @@
 """Writes the paper-style report of a sweep directory (or of one run's workdir).
 
-  python -m experiments.report DIR [--reference=ASSFT] [--include_init]
+  python -m experiments.report DIR [--reference=ASSFT] [--include_init] [--power=PATH]
 
-Reads every DIR/**/summary.json (and round_XXX/query_slices.npz) and writes into DIR:
-report.md, report.csv (the paper's table form), report_long.csv, report_per_class.csv,
-dice_vs_budget.png and queries.png. Exit code 1 with one line on stderr on bad input.
+Reads every DIR/**/summary.json (with its config.json, and round_XXX/query_slices.npz)
+and writes into DIR the files of `assft_jax.report.OUTPUTS`: report.md (the benchmark's
+power from --power or DIR/power/power.json, written by experiments.power; one section per
+per-round budget: Table 1 with seeds as replicates and its per-case pooled form, the
+controls, nnActive's AUBC and pairwise penalty matrices, Tables 6-8), the CSVs behind it
+(report.csv, report_pooled.csv, report_long.csv, report_per_class.csv, report_aubc.csv,
+report_ppm.csv, report_pseudo.csv) and the figures (dice_vs_budget.png, ppm.png,
+pseudo_dice.png, queries.png; the last three when they have content). Exit code 1 with
+one line on stderr on bad input.
 """
 
 from __future__ import annotations
@@ -19,6 +25,12 @@ flags.DEFINE_string(
   "Method every other is tested against (display name, e.g. ASSFT or DKD+ASD).",
 )
 flags.DEFINE_bool("include_init", False, "Also show round 0 (the one-shot init) as a table column.")
+flags.DEFINE_string(
+  "power",
+  None,
+  "The benchmark's power.json (from experiments.power); default: DIR/power/power.json if "
+  "it exists, else the report says the power was not measured.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -28,7 +40,9 @@ def main(argv):
   with errors.cli_errors():
     from assft_jax.report import write_report  # after parsing: keeps --help fast
 
-    written = write_report(argv[1], reference=FLAGS.reference, include_init=FLAGS.include_init)
+    written = write_report(
+      argv[1], reference=FLAGS.reference, include_init=FLAGS.include_init, power=FLAGS.power
+    )
     for path in written.values():
       print(f"wrote {path}")
 

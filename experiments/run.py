@@ -27,11 +27,15 @@ def quiet_libraries() -> None:
 
 
 def enable_compilation_cache(cfg) -> None:
-  """A persistent XLA cache in the run's cache dir: a resumed run or the next cell of a
-  sweep does not pay the compiles again."""
+  """A persistent XLA cache in `<cache_dir>/xla`: a resumed run or the next cell of a
+  sweep loads its executables instead of compiling them again. JAX by default keeps only
+  compiles over 1 s; on CPU most take less, so every one is kept (entries are small).
+  Cells running at once share it: JAX writes an entry in place, and a torn read fails
+  to decompress, which JAX turns into a warning and a fresh compile."""
   import jax
 
   jax.config.update("jax_compilation_cache_dir", str(cfg.cache / "xla"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv):

@@ -1,10 +1,13 @@
 """Runs a grid of strategies x seeds, each cell its own resumable `experiments.run` run.
 
   python -m experiments.sweep --flagfile=experiments/flags/demo.flags
-      --strategies=assft,rand --seeds=0,1,2 --out=/tmp/sweep [--epochs_round=2 ...]
+      --strategies=assft,rand,dkd_asd+sup,random+ssft --seeds=0-4 --out=/tmp/sweep
+      [--jobs=2] [--epochs_round=2 ...]
 
-Cell workdirs are OUT/<strategy>/seed_<k>/. Cells whose summary.json says complete are
-skipped; the others are (re)started, which resumes them. Flags this script does not know
+Cell workdirs are OUT/<token>/seed_<k>/ (`<name>+ssft`: with SSFT, `<name>+sup`: the
+compute-matched control). Cells whose summary.json says complete are skipped; the
+others are (re)started, which resumes them. --jobs=N runs N cells at once, each pinned
+to cores // N CPUs, with its output in <cell workdir>/run.log; Ctrl-C stops them all. Flags this script does not know
 are passed to every run (after --strategy/--seed/--workdir, so they win). A failing cell
 does not stop the sweep. Exit code: 1 if any cell failed (they are listed), else 3 if any
 cell waits for human labels (--oracle=manifest), else 0. Then the report is written
@@ -22,6 +25,9 @@ from assft_jax import errors
 flags.DEFINE_string("strategies", None, "Comma-separated strategy names, e.g. assft,rand.")
 flags.DEFINE_string("seeds", "0", "Comma-separated seeds or ranges, e.g. 0,1,2 or 0-4.")
 flags.DEFINE_string("out", None, "Sweep directory; one workdir per cell below it.")
+flags.DEFINE_integer(
+  "jobs", 1, "Cells run at once, each on its share of the CPUs (log: <cell>/run.log)."
+)
 flags.DEFINE_bool("report", True, "Write the report into --out after the sweep.")
 flags.mark_flags_as_required(["strategies", "out"])
 FLAGS = flags.FLAGS
@@ -61,7 +67,11 @@ def main(args):
     cells = sweep.plan_cells(
       sweep.parse_strategies(FLAGS.strategies), sweep.parse_seeds(FLAGS.seeds), FLAGS.out
     )
-    result = sweep.run_sweep(cells, flagfiles, extra)
+    try:
+      result = sweep.run_sweep(cells, flagfiles, extra, jobs=FLAGS.jobs)
+    except KeyboardInterrupt:
+      print("sweep interrupted; rerun the same command to resume", file=sys.stderr)
+      raise SystemExit(130) from None
     if FLAGS.report:
       from assft_jax.report import ReportError, write_report
 

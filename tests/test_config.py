@@ -28,9 +28,9 @@ FLAG_KINDS = {
   "epochs_round steps_per_epoch batch_size devices sw_batch_size rounds",
   "float": "test_fraction source_lr lr weight_decay clip_norm tau_c",
   "bool": "overwrite augment ssft lower_bound upper_bound",
-  "comma separated list of strings": "splits drop_labels crop_size spacing phantom_shape "
-  "blocks_down patch",
-  "string enum": "pipeline phantom_domain norm conv_impl precision init_pick oracle",
+  "comma separated list of strings": "splits drop_labels stratify_by crop_size spacing "
+  "phantom_shape blocks_down patch",
+  "string enum": "pipeline phantom_domain norm conv_impl precision init_pick oracle stage3",
 }
 CHOICES = {
   "pipeline": ("paper", "ctfm"),
@@ -40,6 +40,7 @@ CHOICES = {
   "precision": ("fp32", "bf16"),
   "init_pick": ("medoid", "random", "first"),
   "oracle": ("ground_truth", "manifest"),
+  "stage3": ("auto", "supervised"),
 }
 SECTIONS = {
   "data": config_lib.DataConfig,
@@ -111,12 +112,20 @@ def test_enum_flag_refuses_a_value_outside_its_choices():
     (["--rounds=0"], "--rounds=0: must be at least 1"),
     (["--test_fraction=1"], "--test_fraction=1.0: must be in (0, 1)"),
     (["--oracle=manifest"], "--oracle=manifest needs --labels_dir"),
+    (["--stage3=supervised"], "--stage3=supervised is the control without pseudo-labels"),
+    (["--stage3=supervised", "--ssft"], "it needs --nossft"),
   ],
 )
 def test_bad_flags_name_themselves(argv, needle):
   with pytest.raises(config_lib.ConfigError) as e:
     parse(*argv)
   assert needle in str(e.value)
+
+
+def test_stage3_defaults_to_auto_and_the_control_runs_without_ssft():
+  assert parse().al.stage3 == "auto" and parse("--nossft").al.stage3 == "auto"
+  cfg = parse("--nossft", "--stage3=supervised")
+  assert (cfg.al.ssft, cfg.al.stage3) == (False, "supervised")
 
 
 def test_workdir_is_required_unless_a_default_stands_in():

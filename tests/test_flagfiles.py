@@ -43,6 +43,7 @@ DEFAULTS = {
     "spacing": None,
     "orientation": None,
     "test_fraction": 0.2,
+    "stratify_by": [],
     "phantom_domain": "mr",
     "phantom_n": 40,
     "phantom_shape": [32, 32, 32],
@@ -75,6 +76,7 @@ DEFAULTS = {
   "al": {
     "strategy": "assft",
     "ssft": True,
+    "stage3": "auto",
     "rounds": 5,
     "budget": "5%",
     "init_pick": "medoid",
@@ -96,7 +98,7 @@ FLOATS = {"test_fraction", "source_lr", "lr", "weight_decay", "clip_norm", "tau_
 BOOLS = {"augment", "ssft"}
 INT_LISTS = {"crop_size", "phantom_shape", "blocks_down", "patch"}
 FLOAT_LISTS = {"spacing"}
-STR_LISTS = {"splits", "drop_labels"}
+STR_LISTS = {"splits", "drop_labels", "stratify_by"}
 
 
 def expected_config(lines: list[str]) -> dict:

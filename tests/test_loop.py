@@ -47,6 +47,7 @@ def test_summary_structure_and_pool_invariants(smoke):
   on_disk = json.loads((wd / "summary.json").read_text())
   assert on_disk == json.loads(json.dumps(summary))
   assert summary["strategy"] == "assft" and summary["ssft"] is True
+  assert summary["stage3"] == "pseudo"
   assert summary["complete"] is True
   rounds = summary["rounds"]
   assert [r["round"] for r in rounds] == list(range(cfg.al.rounds + 1))
@@ -60,6 +61,12 @@ def test_summary_structure_and_pool_invariants(smoke):
   for r in rounds:
     labeled_so_far |= set(r["queried"])
     assert not set(r["pseudo"]) & labeled_so_far, "a pseudo-labelled case is labeled"
+    # Table 8: the stage-1 Dice of every unlabeled case (all have ground truth here).
+    unlabeled = [c for c in split["pool"] if c not in labeled_so_far]
+    assert list(r.get("unlabeled_dice", {})) == (unlabeled if r["round"] else [])
+    assert all(0.0 <= v <= 1.0 for v in r.get("unlabeled_dice", {}).values())
+    row = json.loads((wd_lib.round_dir(wd, r["round"]) / "row.json").read_text())
+    assert row == r
     assert set(r["dice_per_case"]) == set(split["test"])
     assert 0.0 <= r["dice_mean"] <= 1.0
     assert set(r["dice_per_class"]) == set(summary["class_names"])

@@ -2,6 +2,7 @@
 
 Every expected number is recomputed here from the per-case Dice the test itself wrote
 (numpy for mean/SD, scipy.stats.mannwhitneyu for p-values), never copied from the code.
+The nnActive evaluation, Tables 6-8 and budget keying are in test_report_eval.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from assft_jax.report import ReportError, display_name, write_report
+from assft_jax.report import OUTPUTS, ReportError, display_name, write_report
 from assft_jax.report.stats import ranks
 
 # strategy -> Dice offset; ASSFT best, DKD+ASD second (at every budget).
@@ -48,9 +49,11 @@ def _round(strategy, seed, r, n_labeled):
   }
 
 
-def _write(path: Path, summary: dict) -> None:
+def _write(path: Path, summary: dict, budget: str | None = None) -> None:
   path.mkdir(parents=True, exist_ok=True)
   (path / "summary.json").write_text(json.dumps(summary))
+  if budget is not None:  # the run's resolved config, as open_workdir writes it
+    (path / "config.json").write_text(json.dumps({"seed": 0, "al": {"budget": budget}}))
 
 
 def make_sweep(root: Path, slices: bool = True) -> None:
@@ -64,11 +67,13 @@ def make_sweep(root: Path, slices: bool = True) -> None:
           "ssft": s == "assft",
           "seed": seed,
           "complete": True,
+          "budget_per_round": 2,
           "budget_label": ["init"] + [f"{5 * r}%" for r in range(1, ROUNDS + 1)],
           "lower_bound": None,
           "upper_bound": None,
           "rounds": [_round(s, seed, r, 1 + 2 * r) for r in range(ROUNDS + 1)],
         },
+        budget="5%",
       )
       if slices and s in ("assft", "rand"):
         for r in (1, 2):
@@ -115,6 +120,10 @@ def pooled(strategy: str, r: int) -> np.ndarray:
   return np.concatenate([list(_dice(strategy, k, r).values()) for k in SEEDS])
 
 
+def seed_means(strategy: str, r: int) -> np.ndarray:
+  return np.array([np.mean(list(_dice(strategy, k, r).values())) for k in SEEDS])
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
   root = tmp_path_factory.mktemp("sweep")
@@ -134,20 +143,29 @@ def _md_table(md: str, heading: str) -> list[list[str]]:
   return [[c.strip() for c in row] for row in rows if not set("".join(row)) <= set("-")]
 
 
-def test_csv_has_the_paper_table_with_pooled_mean_sd(report):
+BUDGET = "--budget=5% (n_B = 2 cases per round)"
+NAME_OF = {display_name(s, s == "assft"): s for s in OFFSETS}
+
+
+def test_csv_tables_seed_level_and_pooled(report):
   root, _ = report
-  rows = _read_csv(root / "report.csv")
   budgets = [f"{5 * r}% (r={r})" for r in range(1, ROUNDS + 1)]
-  assert rows[0] == ["Methods", "Lower Bound 0%", *budgets, "Upper Bound 100%"]
-  assert [r[0] for r in rows[1:]] == ["RAND", "ENPY", "DKD+ASD", "ASSFT"]
-  name_of = {display_name(s, s == "assft"): s for s in OFFSETS}
-  lo = np.concatenate([[0.02 + 0.001 * i for i in range(N_CASES)]] * len(SEEDS))
-  for row in rows[1:]:
-    assert row[1] == f"{100 * lo.mean():.2f} ± {100 * lo.std(ddof=1):.2f}"
-    for r in range(1, ROUNDS + 1):
-      x = pooled(name_of[row[0]], r)
-      mean, sd = row[1 + r].replace("*", "").split(" ± ")
-      assert (mean, sd) == (f"{100 * x.mean():.2f}", f"{100 * x.std(ddof=1):.2f}")
+  lo_case = np.array([0.02 + 0.001 * i for i in range(N_CASES)])
+  for name, values, bound in (
+    ("report.csv", seed_means, np.array([lo_case.mean()] * len(SEEDS))),
+    ("report_pooled.csv", pooled, np.concatenate([lo_case] * len(SEEDS))),
+  ):
+    rows = _read_csv(root / name)
+    assert rows[0] == ["Budget", "Methods", "Lower Bound 0%", *budgets, "Upper Bound 100%"]
+    assert [r[1] for r in rows[1:]] == ["RAND", "ENPY", "DKD+ASD", "ASSFT"]
+    for row in rows[1:]:
+      assert row[0] == BUDGET
+      # Two bound seeds with the same values: a real SD of 0 over n = 2 (not n = 1).
+      assert row[2] == f"{100 * bound.mean():.2f} ± {100 * bound.std(ddof=1):.2f}"
+      for r in range(1, ROUNDS + 1):
+        x = values(NAME_OF[row[1]], r)
+        mean, sd = row[2 + r].replace("*", "").split(" ± ")
+        assert (mean, sd) == (f"{100 * x.mean():.2f}", f"{100 * x.std(ddof=1):.2f}"), name
 
 
 def test_pvalues_match_scipy_and_stars(report):
@@ -155,36 +173,45 @@ def test_pvalues_match_scipy_and_stars(report):
   long = _read_csv(root / "report_long.csv")
   head, body = long[0], long[1:]
   col = {k: i for i, k in enumerate(head)}
-  name_of = {display_name(s, s == "assft"): s for s in OFFSETS}
+  wide = {
+    name: {x[1]: x for x in _read_csv(root / name)} for name in ("report.csv", "report_pooled.csv")
+  }
   checked = 0
   for row in body:
     m, r = row[col["method"]], int(row[col["round"]])
     if m == "ASSFT":
-      assert row[col["p_vs_ASSFT"]] == ""
+      assert row[col["p_vs_ASSFT_pooled"]] == row[col["p_vs_ASSFT_seeds"]] == ""
       continue
-    want = scipy.stats.mannwhitneyu(
-      pooled(name_of[m], r), pooled("assft", r), alternative="two-sided"
-    ).pvalue
-    assert float(row[col["p_vs_ASSFT"]]) == pytest.approx(want, rel=1e-12)
+    for kind, values, name in (
+      ("pooled", pooled, "report_pooled.csv"),
+      ("seeds", seed_means, "report.csv"),
+    ):
+      want = scipy.stats.mannwhitneyu(
+        values(NAME_OF[m], r), values("assft", r), alternative="two-sided"
+      ).pvalue
+      assert float(row[col[f"p_vs_ASSFT_{kind}"]]) == pytest.approx(want, rel=1e-12)
+      if r >= 1:  # the wide tables: '*' exactly when p < 0.01
+        assert wide[name][m][2 + r].split(" ± ")[0].endswith("*") == (want < 0.01)
     checked += 1
-    if r >= 1:  # the wide table: '*' exactly when p < 0.01
-      wide = {x[0]: x for x in _read_csv(root / "report.csv")}
-      assert wide[m][1 + r].split(" ± ")[0].endswith("*") == (want < 0.01)
   assert checked == 3 * (ROUNDS + 1)
 
 
 def test_markdown_bolds_best_and_underlines_second(report):
   root, _ = report
   md = (root / "report.md").read_text()
-  rows = _md_table(md, "## Dice by method and budget")
-  name_of = {display_name(s, s == "assft"): s for s in OFFSETS}
-  for j in range(2, 2 + ROUNDS):
-    means = {row[0]: pooled(name_of[row[0]], j - 1).mean() for row in rows[1:]}
-    order = sorted(means, key=means.get, reverse=True)
-    for row in rows[1:]:
-      cell = row[j]
-      assert cell.startswith("**") == (row[0] == order[0]), cell
-      assert cell.startswith("<u>") == (row[0] == order[1]), cell
+  assert f"## Budget: {BUDGET}" in md
+  for heading, values in (
+    ("### Table 1 form: seeds as replicates", seed_means),
+    ("### Table 1 form, pooled per case", pooled),
+  ):
+    rows = _md_table(md, heading)
+    for j in range(2, 2 + ROUNDS):
+      means = {row[0]: values(NAME_OF[row[0]], j - 1).mean() for row in rows[1:]}
+      order = sorted(means, key=means.get, reverse=True)
+      for row in rows[1:]:
+        cell = row[j]
+        assert cell.startswith("**") == (row[0] == order[0]), cell
+        assert cell.startswith("<u>") == (row[0] == order[1]), cell
   assert "## Per-class Dice" in md and "liver" in md and "spleen" in md
   assert "![Queried cases](queries.png)" in md and "Skipped montage inputs" not in md
 
@@ -205,7 +232,8 @@ def test_pngs_are_valid(report):
   root, written = report
   import matplotlib.image
 
-  for name in ("dice_vs_budget.png", "queries.png"):
+  assert set(written) <= set(OUTPUTS)
+  for name in ("dice_vs_budget.png", "ppm.png", "queries.png"):
     assert written[name] == root / name
     data = (root / name).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -218,6 +246,7 @@ def test_without_query_slices_montage_is_skipped_with_note(tmp_path):
   bad = tmp_path / "rand" / "seed_0" / "round_001"
   bad.mkdir()
   (bad / "query_slices.npz").write_bytes(b"not a zip")
+  (tmp_path / "queries.png").write_bytes(b"a stale montage of an earlier report")
   written = write_report(tmp_path)
   assert "queries.png" not in written and not (tmp_path / "queries.png").exists()
   md = (tmp_path / "report.md").read_text()
@@ -261,6 +290,10 @@ def test_display_names():
   assert display_name("coreset", False) == "Core-set"
   assert display_name("rand", True) == "RAND+SSFT"
   assert display_name("my_new", False) == "my_new"
+  assert display_name("dkd_asd", False, "supervised") == "DKD+ASD (matched)"
+  assert display_name("random", False, "supervised") == "RAND (matched)"
+  assert display_name("asd_tau1_low", False) == "Low ASD (τ=1)"
+  assert display_name("rand", True, "pseudo") == "RAND+SSFT"
 
 
 def test_incomplete_runs_nan_cases_and_no_reference(tmp_path):
@@ -282,14 +315,17 @@ def test_incomplete_runs_nan_cases_and_no_reference(tmp_path):
     )
   write_report(tmp_path, include_init=True)
   md = (tmp_path / "report.md").read_text()
-  assert "No ASSFT runs found" in md and "Mann–Whitney" not in md.split("## Runs")[0]
+  assert "No ASSFT runs at this budget" in md and "Mann–Whitney" not in md.split("## Runs")[0]
   assert "1 of 1 runs are not complete" not in md and "1 of 2 runs are not complete" in md
-  rows = _read_csv(tmp_path / "report.csv")
-  assert rows[0] == ["Methods", "n=1 (r=0)", "n=4 (r=1)", "n=7 (r=2)"]
+  rows = _read_csv(tmp_path / "report_pooled.csv")
+  assert rows[0] == ["Budget", "Methods", "n=1 (r=0)", "n=4 (r=1)", "n=7 (r=2)"]
   both = np.array([0.5, 0.7, 0.6, 0.9])
-  assert rows[1][1] == f"{100 * both.mean():.2f} ± {100 * both.std(ddof=1):.2f}"
+  assert rows[1][2] == f"{100 * both.mean():.2f} ± {100 * both.std(ddof=1):.2f}"
   only0 = np.array([0.5, 0.7])
-  assert rows[1][3] == f"{100 * only0.mean():.2f} ± {100 * only0.std(ddof=1):.2f}"
+  assert rows[1][4] == f"{100 * only0.mean():.2f} ± {100 * only0.std(ddof=1):.2f}"
+  # Seed level at r = 2: only seed 0 reached it, so its SD over n = 1 is "–".
+  seeds = _read_csv(tmp_path / "report.csv")
+  assert seeds[1][4] == f"{100 * only0.mean():.2f} ± –"
   long = _read_csv(tmp_path / "report_long.csv")
   col = {k: i for i, k in enumerate(long[0])}
   assert [(r[col["n_values"]], r[col["n_seeds"]], r[col["n_nan"]]) for r in long[1:]] == [

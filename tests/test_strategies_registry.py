@@ -26,6 +26,7 @@ ALL = [
   "dkd_low",
   "asd_low",
   "asd_tau1",
+  "asd_tau1_low",
   "assft",
 ]
 DIVERSITY = ["coreset", "badge", "sann", "ugtst"]
@@ -151,6 +152,9 @@ def test_rankings_follow_the_design_table():
   )
   assert strategies.get("asd_tau1").select(stats, pool, 4, rng).ids == ids(
     rows[np.argsort(-stats["asd_tau1"][1:])[:4]]
+  )
+  assert strategies.get("asd_tau1_low").select(stats, pool, 4, rng).ids == ids(
+    rows[np.argsort(stats["asd_tau1"][1:])[:4]]
   )
   # CUP: top 2 N_B by usum, then top N_B of those by fg_frac.
   c = rows[np.argsort(-stats["usum"][1:])[:8]]

@@ -1,8 +1,11 @@
-"""Sweep planning and bookkeeping with a fake command runner (no subprocesses)."""
+"""Sweep planning, scheduling and bookkeeping with a fake launcher (no training), and the
+real launcher's CPU pinning."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,10 +15,11 @@ from assft_jax import sweep
 from assft_jax.errors import EXIT_PENDING
 
 
-def _summary(workdir: Path, complete: bool) -> None:
+def _summary(workdir: Path, complete: bool, rounds=()) -> None:
   workdir.mkdir(parents=True, exist_ok=True)
+  rows = [{"round": r} for r in rounds]
   (workdir / "summary.json").write_text(
-    json.dumps({"strategy": "x", "seed": 0, "complete": complete, "rounds": []})
+    json.dumps({"strategy": "x", "seed": 0, "complete": complete, "rounds": rows})
   )
 
 
@@ -23,19 +27,64 @@ def _arg(cmd: list[str], flag: str) -> str:
   return next(a.split("=", 1)[1] for a in cmd if a.startswith(f"--{flag}="))
 
 
-class FakeRunner:
-  """Records commands; exit code by (strategy, seed); marks successful cells complete."""
+class FakeJob:
+  """A cell that runs for `ticks` polls: after `r0` polls its summary holds round 0; at
+  the end it exits with `rc` (0 also marks it complete)."""
 
-  def __init__(self, codes: dict[tuple[str, int], int]):
-    self.codes, self.calls = codes, []
+  def __init__(self, launcher: FakeLauncher, cmd: list[str], rc: int, ticks: int, r0: int):
+    self.launcher, self.cmd, self.rc, self.left, self.r0 = launcher, cmd, rc, ticks, ticks - r0
+    self.workdir = Path(_arg(cmd, "workdir"))
+    self.terminated = self.waited = False
 
-  def __call__(self, cmd: list[str]) -> int:
-    self.calls.append(cmd)
-    key = (_arg(cmd, "strategy"), int(_arg(cmd, "seed")))
-    rc = self.codes.get(key, 0)
-    if rc == 0:
-      _summary(Path(_arg(cmd, "workdir")), complete=True)
-    return rc
+  def poll(self):
+    fl = self.launcher
+    if fl.polls == fl.interrupt_at:
+      raise KeyboardInterrupt
+    fl.polls += 1
+    self.left -= 1
+    if self.left == self.r0:
+      _summary(self.workdir, complete=False, rounds=[0])
+    if self.left > 0:
+      return None
+    fl.active.remove(self)
+    if self.rc == 0:
+      _summary(self.workdir, complete=True, rounds=[0, 1])
+    return self.rc
+
+  def terminate(self):
+    self.terminated = True
+
+  def wait(self):
+    self.waited = True
+    return -15
+
+
+class FakeLauncher:
+  """Starts FakeJobs, exit code by (token, seed), (polls, round 0 after) by token
+  (default (ticks, 1)); records per start (cmd, log, cpus, the commands running beside
+  it) and the most cells alive at once."""
+
+  def __init__(self, codes=None, ticks=1, slow=None, interrupt_at=None):
+    self.codes, self.ticks, self.slow = codes or {}, ticks, slow or {}
+    self.interrupt_at = interrupt_at
+    self.calls, self.active, self.jobs, self.max_active, self.polls = [], [], [], 0, 0
+
+  def __call__(self, cmd, log, cpus):
+    self.calls.append((cmd, log, cpus, [j.cmd for j in self.active]))
+    wd = Path(_arg(cmd, "workdir"))
+    rc = self.codes.get((wd.parent.name, int(_arg(cmd, "seed"))), 0)
+    job = FakeJob(self, cmd, rc, *self.slow.get(wd.parent.name, (self.ticks, 1)))
+    self.active.append(job)
+    self.jobs.append(job)
+    self.max_active = max(self.max_active, len(self.active))
+    return job
+
+  def ran(self):
+    return [(Path(_arg(c, "workdir")).parent.name, int(_arg(c, "seed"))) for c, *_ in self.calls]
+
+
+def _quiet(s):
+  pass
 
 
 @pytest.fixture
@@ -46,18 +95,21 @@ def flagfile(tmp_path):
 
 
 def test_plan_and_command(tmp_path, flagfile):
-  cells = sweep.plan_cells(["assft", "rand", "rand+ssft"], [0, 2], tmp_path)
-  assert [(c.strategy, c.ssft, c.seed) for c in cells] == [
-    ("assft", True, 0),
-    ("assft", True, 2),
-    ("rand", False, 0),
-    ("rand", False, 2),
-    ("rand", True, 0),
-    ("rand", True, 2),
+  cells = sweep.plan_cells(["assft", "rand", "rand+ssft", "dkd_asd+sup"], [0, 2], tmp_path)
+  # seed-major: a seed's arms run together, after its round 0
+  assert [(c.strategy, c.ssft, c.stage3, c.seed) for c in cells] == [
+    ("assft", True, "auto", 0),
+    ("rand", False, "auto", 0),
+    ("rand", True, "auto", 0),
+    ("dkd_asd", False, "supervised", 0),
+    ("assft", True, "auto", 2),
+    ("rand", False, "auto", 2),
+    ("rand", True, "auto", 2),
+    ("dkd_asd", False, "supervised", 2),
   ]
-  assert cells[1].workdir == tmp_path / "assft" / "seed_2"
-  assert cells[5].workdir == tmp_path / "rand+ssft" / "seed_2"
-  cmd = sweep.run_command(cells[1], [flagfile], ["--epochs_round=1"])
+  assert cells[4].workdir == tmp_path / "assft" / "seed_2"
+  assert cells[7].workdir == tmp_path / "dkd_asd+sup" / "seed_2"
+  cmd = sweep.run_command(cells[4], [flagfile], ["--epochs_round=1"])
   assert cmd == [
     sys.executable,
     "-m",
@@ -65,12 +117,26 @@ def test_plan_and_command(tmp_path, flagfile):
     f"--flagfile={flagfile}",
     "--strategy=assft",
     "--ssft",
+    "--stage3=auto",
     "--seed=2",
     f"--workdir={tmp_path / 'assft' / 'seed_2'}",
     "--epochs_round=1",
   ]
-  assert "--nossft" in sweep.run_command(cells[2], [flagfile])
-  assert "--ssft" in sweep.run_command(cells[4], [flagfile])
+  assert sweep.run_command(cells[1], [flagfile])[4:7] == [
+    "--strategy=rand",
+    "--nossft",
+    "--stage3=auto",
+  ]
+  assert sweep.run_command(cells[2], [flagfile])[4:7] == [
+    "--strategy=rand",
+    "--ssft",
+    "--stage3=auto",
+  ]
+  assert sweep.run_command(cells[3], [])[3:6] == [
+    "--strategy=dkd_asd",
+    "--nossft",
+    "--stage3=supervised",
+  ]
   lo = sweep.plan_cells(["lower_bound"], [1], tmp_path)[0]
   assert sweep.run_command(lo, [], python="py") == [
     "py",
@@ -89,11 +155,11 @@ def test_skips_complete_reruns_incomplete_lists_failures_and_waiting(tmp_path, f
   (out / "rand" / "seed_0").mkdir(parents=True)
   (out / "rand" / "seed_0" / "summary.json").write_text("{broken")  # rerun, not a crash
   cells = sweep.plan_cells(["assft", "rand", "dkd"], [0, 1], out)
-  runner = FakeRunner({("rand", 1): 2, ("dkd", 0): 3, ("dkd", 1): -9})
+  launcher = FakeLauncher({("rand", 1): 2, ("dkd", 0): 3, ("dkd", 1): -9})
   logs = []
-  res = sweep.run_sweep(cells, [flagfile], runner=runner, log=logs.append)
-  ran = [(_arg(c, "strategy"), int(_arg(c, "seed"))) for c in runner.calls]
-  assert ran == [("assft", 1), ("rand", 0), ("rand", 1), ("dkd", 0), ("dkd", 1)]
+  res = sweep.run_sweep(cells, [flagfile], launch=launcher, log=logs.append, poll_s=0)
+  assert launcher.ran() == [("rand", 0), ("dkd", 0), ("assft", 1), ("rand", 1), ("dkd", 1)]
+  assert all(log is None and cpus is None for _, log, cpus, _ in launcher.calls)  # 1 job
   assert [c.name for c in res.skipped] == ["assft/seed_0"]
   assert [c.name for c in res.waiting] == ["dkd/seed_0"]
   assert [(c.name, rc) for c, rc in res.failed] == [("rand/seed_1", 2), ("dkd/seed_1", -9)]
@@ -101,33 +167,104 @@ def test_skips_complete_reruns_incomplete_lists_failures_and_waiting(tmp_path, f
   assert "FAILED (exit 2): rand/seed_1" in logs[-1]
   assert "waiting for labels: dkd/seed_0" in logs[-1]
   # Second pass: the finished cells are skipped; only the unfinished ones run again.
-  runner2 = FakeRunner({("dkd", 0): 3})
-  res2 = sweep.run_sweep(cells, [flagfile], runner=runner2, log=lambda s: None)
-  assert [c.name for c in res2.ran] == ["rand/seed_1", "dkd/seed_0", "dkd/seed_1"]
+  launcher2 = FakeLauncher({("dkd", 0): 3})
+  res2 = sweep.run_sweep(cells, [flagfile], launch=launcher2, log=_quiet, poll_s=0)
+  assert [c.name for c in res2.ran] == ["dkd/seed_0", "rand/seed_1", "dkd/seed_1"]
   assert res2.exit_code == EXIT_PENDING and not res2.failed
 
 
-def test_all_done_exit_zero_and_runner_oserror_is_a_failure(tmp_path, flagfile):
+def test_all_done_exit_zero_and_launch_oserror_is_a_failure(tmp_path, flagfile):
   cells = sweep.plan_cells(["rand"], [0, 1], tmp_path)
+  fake = FakeLauncher()
 
-  def broken(cmd):
+  def broken(cmd, log, cpus):
     if "--seed=0" in cmd:
       raise FileNotFoundError("no python")
-    return FakeRunner({})(cmd)
+    return fake(cmd, log, cpus)
 
-  res = sweep.run_sweep(cells, [flagfile], runner=broken, log=lambda s: None)
-  assert [c.name for c, _ in res.failed] == ["rand/seed_0"]
-  res2 = sweep.run_sweep(cells[1:], [flagfile], runner=FakeRunner({}), log=lambda s: None)
+  res = sweep.run_sweep(cells, [flagfile], launch=broken, log=_quiet, poll_s=0)
+  assert [(c.name, rc) for c, rc in res.failed] == [("rand/seed_0", -1)]
+  res2 = sweep.run_sweep(cells[1:], [flagfile], launch=FakeLauncher(), log=_quiet, poll_s=0)
   assert res2.exit_code == 0 and [c.name for c in res2.skipped] == ["rand/seed_1"]
+
+
+def test_parallel_bound_pinning_and_round_zero_order(tmp_path, flagfile):
+  """2 jobs on CPUs {0, 1}, 2 seeds x (a bound and three AL arms). Cells take 3 polls,
+  the leaders (assft) 6 with round 0 after 4. Never more than 2 alive; each on its own
+  CPU, logging to <workdir>/run.log; an AL cell starts only once its seed's leader (its
+  first AL cell) has round 0; failures are collected."""
+  cells = sweep.plan_cells(["lower_bound", "assft", "rand", "rand+sup"], [0, 1], tmp_path)
+  launcher = FakeLauncher({("rand", 1): 2}, ticks=3, slow={"assft": (6, 4)})
+  logs = []
+  res = sweep.run_sweep(
+    cells, [flagfile], launch=launcher, log=logs.append, jobs=2, cpus=[0, 1], poll_s=0
+  )
+  assert launcher.max_active == 2
+  assert len(res.ran) == 8 and [(c.name, rc) for c, rc in res.failed] == [("rand/seed_1", 2)]
+  by_wd = {}
+  for cmd, log, cpus, beside in launcher.calls:
+    wd = Path(_arg(cmd, "workdir"))
+    by_wd[wd] = cpus
+    assert log == wd / "run.log"
+    assert len(cpus) == 1 and cpus <= {0, 1}
+    for other in beside:  # the cells alive beside it hold the other CPU
+      assert by_wd[Path(_arg(other, "workdir"))] != cpus
+    if wd.parent.name in ("rand", "rand+sup"):
+      assert sweep.has_round_zero(wd.parent.parent / "assft" / wd.name), wd
+  # When lower_bound/0 ends (3 polls), assft/0 has no round 0 yet (4 polls): seed 0's
+  # other arms wait, and seed 1's bound, next in line and ready, overtakes them.
+  assert launcher.ran()[:3] == [("lower_bound", 0), ("assft", 0), ("lower_bound", 1)]
+  assert any("[cpus 1; log " in line for line in logs)
+  assert "FAILED with exit code 2" in " ".join(logs) and "run.log" in " ".join(logs)
+
+
+def test_ctrl_c_stops_the_running_cells(tmp_path, flagfile):
+  cells = sweep.plan_cells(["lower_bound", "upper_bound", "assft"], [0], tmp_path)
+  launcher = FakeLauncher(ticks=10, interrupt_at=3)
+  with pytest.raises(KeyboardInterrupt):
+    sweep.run_sweep(cells, [flagfile], launch=launcher, log=_quiet, jobs=2, cpus=[0, 1], poll_s=0)
+  assert len(launcher.jobs) == 2
+  assert all(j.terminated and j.waited for j in launcher.jobs)
+
+
+def test_cpu_slots():
+  assert sweep.cpu_slots(1) == [None]
+  assert sweep.cpu_slots(2, [0, 1]) == [{0}, {1}]
+  assert sweep.cpu_slots(2, [4, 5, 6, 7, 9]) == [{4, 5}, {6, 7}]  # cores // jobs each
+  assert sweep.cpu_slots(3, [0, 1]) == [{0}, {1}, {0}]  # more jobs than CPUs: shared
+  with pytest.raises(sweep.SweepError, match="--jobs"):
+    sweep.cpu_slots(0)
+
+
+def test_launched_child_is_pinned_and_logs_to_its_file(tmp_path):
+  """The real launcher, from a fresh sweep process as the CLI runs it: a child pinned to
+  one CPU sees only that CPU from its first line (XLA sizes its thread pools from this
+  mask), and its output lands in the log. The pinning runs in the forked child before
+  exec (preexec_fn), which is only safe in a single-threaded parent, so the sweep
+  process must not have pulled in jax (and its threads)."""
+  cpu = min(os.sched_getaffinity(0))
+  log = tmp_path / "cell" / "run.log"
+  child = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+  parent = (
+    "import sys, experiments.sweep\n"
+    "from assft_jax import sweep\n"
+    "assert 'jax' not in sys.modules, 'the sweep imported jax'\n"
+    f"job = sweep.subprocess_launch({child!r}, __import__('pathlib').Path({str(log)!r}), "
+    f"frozenset({{{cpu}}}))\n"
+    "sys.exit(job.wait())\n"
+  )
+  subprocess.run([sys.executable, "-c", parent], check=True)
+  assert log.read_text().strip() == f"[{cpu}]"
 
 
 def test_bad_arguments(tmp_path):
   assert sweep.parse_seeds("0,2-4,2") == [0, 2, 3, 4]
   assert sweep.parse_strategies(" assft, rand,assft") == ["assft", "rand"]
+  assert sweep.parse_strategies("random+sup,assft+sup") == ["random+sup", "assft+sup"]
   for bad in ("", "a", "-1", "3-1"):
     with pytest.raises(sweep.SweepError, match="--seeds"):
       sweep.parse_seeds(bad)
-  for bad in ("", "a/b", "../x", ".."):
+  for bad in ("", "a/b", "../x", "..", "random+ssft+sup", "lower_bound+sup"):
     with pytest.raises(sweep.SweepError, match="--strategies"):
       sweep.parse_strategies(bad)
   for extra in (
@@ -135,6 +272,7 @@ def test_bad_arguments(tmp_path):
     ["--workdir", "/x"],
     ["--strategy=rand"],
     ["--nossft"],
+    ["--stage3=supervised"],
     ["--upper_bound"],
   ):
     with pytest.raises(sweep.SweepError, match="set per cell"):
@@ -144,8 +282,8 @@ def test_bad_arguments(tmp_path):
     sweep.run_sweep(
       sweep.plan_cells(["rand"], [0], tmp_path),
       [str(tmp_path / "missing.flags")],
-      runner=FakeRunner({}),
-      log=lambda s: None,
+      launch=FakeLauncher(),
+      log=_quiet,
     )
 
 
@@ -161,9 +299,11 @@ def test_cli_keeps_flagfile_for_the_runs_and_passes_unknown_flags(flagfile, tmp_
       "0,1",
       f"--out={tmp_path}",
       "--epochs_round=2",
+      "--jobs=2",
       "--norm=batch",
     ]
   )
+  assert cli.FLAGS.jobs == 2
   assert flagfiles == [flagfile]
   assert extra == ["--epochs_round=2", "--norm=batch"]
   assert cli.FLAGS.strategies == "assft,rand" and cli.FLAGS.seeds == "0,1"

@@ -385,3 +385,27 @@ def remap_classes(
       names.append(n)
   lut = tuple(names.index(n) for n in new_name)
   return tuple(names), lut
+
+
+def case_groups(dataset: Dataset, fields: Sequence[str]) -> dict[str, str]:
+  """id -> stratum, the values of `fields` joined by "/", from dataset.json's optional
+  "cases" table ({id: {field: value}}; the phantom writes scanner and hard there, a
+  user may add e.g. site or vendor). For a stratified test split (pool.draw_split).
+  Raises DataError naming the file, field and case when one is missing."""
+  path = dataset.root / "dataset.json"
+  table = _read_json(path).get("cases") if path.is_file() else None
+  if not isinstance(table, dict):
+    raise DataError(
+      f"{path}: no 'cases' table with per-case {', '.join(fields)} (needed by --stratify_by)"
+    )
+  out = {}
+  for cid in dataset.ids:
+    row = table.get(cid)
+    missing = [f for f in fields if not isinstance(row, dict) or f not in row]
+    if missing:
+      raise DataError(
+        f"{path}: case {cid!r} has no {', '.join(missing)} in its 'cases' entry "
+        "(needed by --stratify_by)"
+      )
+    out[cid] = "/".join(str(row[f]) for f in fields)
+  return out

@@ -1,5 +1,5 @@
 """Engine: loss, sharded train step and stage loop, sliding-window inference, the
-scoring pass, hard predictions, evaluation and checkpoints."""
+scoring pass, hard predictions, evaluation, checkpoints and the run's time split."""
 
 from assft_jax.engine.checkpoint import latest_step, restore_state, save_state
 from assft_jax.engine.evaluate import dice_per_class, evaluate, summarize, write_prediction
@@ -12,6 +12,7 @@ from assft_jax.engine.infer import (
 from assft_jax.engine.losses import dice_ce_loss, hard_dice
 from assft_jax.engine.predict import iter_predictions, predict_labels
 from assft_jax.engine.score import embed0, score_pass
+from assft_jax.engine.timing import Timing, compile_seconds
 from assft_jax.engine.train import (
   TrainingDiverged,
   create_state,
@@ -24,6 +25,8 @@ from assft_jax.engine.train import (
 )
 
 __all__ = [
+  "Timing",
+  "compile_seconds",
   "TrainingDiverged",
   "create_state",
   "dice_ce_loss",

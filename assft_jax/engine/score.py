@@ -11,8 +11,10 @@ paper's fixed crops) they are exact.
 Cases stream one at a time: only one case's probability map exists at any moment.
 
 E(0) embeddings (the pre-trained encoder, never fine-tuned) are computed once per run
-and cached as `<emb0_cache>/<case id>.npz` {emb, fingerprint}; the fingerprint hashes
-the pre-trained variables, roi and overlap so a stale cache is recomputed, not reused.
+and cached as `<emb0_cache>/<case id>.npz` {emb, fingerprint, image}: the fingerprint
+hashes the pre-trained variables, roi and overlap, and `image` the preprocessed volume
+itself (shape, dtype, bytes), so an entry made with other weights or before a change of
+crop, spacing or pipeline is recomputed, not reused (hashing is a fraction of a forward).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from flax import linen as nn
 from tqdm.auto import tqdm
 
 from assft_jax import atomic
+from assft_jax.engine.evaluate import dice_per_class
 from assft_jax.engine.infer import _triple, image_of, sliding_window
 from assft_jax.scoring.kernels import badge_embedding, reduce_case_stats
 
@@ -64,37 +67,52 @@ def fingerprint(variables: Any, *extra: Any) -> str:
   return h.hexdigest()
 
 
+def image_digest(image: Any) -> str:
+  """sha1 of a volume's shape, dtype and bytes: the E(0) cache key's data part."""
+  a = np.ascontiguousarray(np.asarray(image))
+  h = hashlib.sha1(f"{a.shape}{a.dtype}".encode())
+  h.update(a.tobytes())
+  return h.hexdigest()
+
+
 class Emb0Cache:
-  """E(0) embeddings by case id in memory and, with `directory`, as npz files."""
+  """E(0) embeddings by case id in memory and, with `directory`, as npz files.
+
+  key: the fingerprint of the weights and window settings; None (no variables to check
+  against) accepts any weights, but the image must still match.
+  """
 
   def __init__(self, directory: str | os.PathLike | None, key: str | None):
     self.dir = Path(directory) if directory is not None else None
     self.key = key
-    self.mem: dict[str, np.ndarray] = {}
+    self.mem: dict[str, np.ndarray] = {}  # one pass: a case id means one image
 
   def _path(self, cid: str) -> Path:
     return self.dir / (str(cid).replace(os.sep, "__") + ".npz")
 
-  def get(self, cid: str) -> np.ndarray | None:
+  def get(self, cid: str, digest: str) -> np.ndarray | None:
     if cid in self.mem:
       return self.mem[cid]
     if self.dir is None or not self._path(cid).is_file():
       return None
     with np.load(self._path(cid)) as z:
+      if "image" not in z.files or str(z["image"]) != digest:
+        return None  # another preprocessing or another volume under this id: recompute
       if self.key is not None and str(z["fingerprint"]) != self.key:
         return None  # computed with other pre-trained weights / roi: recompute
       self.mem[cid] = z["emb"]
     return self.mem[cid]
 
-  def put(self, cid: str, emb: np.ndarray) -> None:
+  def put(self, cid: str, digest: str, emb: np.ndarray) -> None:
     self.mem[cid] = emb
     if self.dir is not None:
-      arrays = {"emb": emb, "fingerprint": np.asarray(self.key or "")}
+      arrays = {"emb": emb, "fingerprint": np.asarray(self.key or ""), "image": np.asarray(digest)}
       atomic.write_npz(self._path(cid), arrays, compressed=False)
 
 
 def _emb0(module, variables, image, cache: Emb0Cache, cid: str, sw: dict) -> np.ndarray:
-  hit = cache.get(cid)
+  digest = image_digest(image)
+  hit = cache.get(cid, digest)
   if hit is not None:
     return hit
   if variables is None:
@@ -103,7 +121,7 @@ def _emb0(module, variables, image, cache: Emb0Cache, cid: str, sw: dict) -> np.
     )
   _, ex = sliding_window(functools.partial(_encoder_windows, module), variables, image, **sw)
   emb = np.asarray(ex["emb"]).mean(axis=0)
-  cache.put(cid, emb)
+  cache.put(cid, digest, emb)
   return emb
 
 
@@ -131,6 +149,17 @@ def embed0(
   return np.stack([_emb0(module, variables, image_of(volumes[cid]), c, cid, sw) for cid in ids])
 
 
+def _mean_fg_dice(logits: jax.Array, label: np.ndarray | None) -> float:
+  """logits [D, H, W, C]: the mean Dice of their argmax (`predict_labels`' labels) over
+  the foreground classes `dice_per_class` keeps; NaN if none is kept or no label."""
+  if label is None:
+    return float("nan")
+  pred = np.asarray(jnp.argmax(logits, axis=-1).astype(jnp.int32))
+  d = dice_per_class(pred, label, logits.shape[-1])
+  d = d[~np.isnan(d)]
+  return float(d.mean()) if len(d) else float("nan")
+
+
 def score_pass(
   module: nn.Module,
   variables: Any,
@@ -154,7 +183,10 @@ def score_pass(
   them or with `emb0_cache` holding every case, "emb_0" is added (computed with
   `module`'s encoder).
   Returns {"ids": list, every `reduce_case_stats` key: [N] float32, "emb_r": [N, F],
-  "badge": [N, C * init_filters], "emb_0": [N, F] (when available)}.
+  "badge": [N, C * init_filters], "dice_gt": [N] float64, "emb_0": [N, F] (when
+  available)}. dice_gt: the mean foreground Dice of the argmax labels against the
+  volume's label, with `engine.evaluate`'s per-class rule (a class absent from both is
+  left out); NaN without a label or when no class is left. Never used for training.
   """
   sw = dict(roi=_triple(roi), overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
   want_emb0 = emb0_variables is not None or emb0_cache is not None
@@ -165,11 +197,13 @@ def score_pass(
     image = image_of(volumes[cid])
     logits, ex = sliding_window(score_fn, variables, image, **sw)
     stats = reduce_case_stats(_softmax(logits)[None], r, R)
+    dice_gt = _mean_fg_dice(logits, getattr(volumes[cid], "label", None))
     del logits  # only one case's probability map is ever alive
     row = {k: np.asarray(v)[0] for k, v in stats.items()}
     row.update(
       emb_r=np.asarray(ex["emb"]).mean(axis=0),
       badge=np.asarray(ex["badge"]).mean(axis=0),
+      dice_gt=dice_gt,
     )
     if want_emb0:
       row["emb_0"] = _emb0(module, emb0_variables, image, cache, cid, sw)

@@ -1,43 +1,65 @@
-"""`write_report(DIR)`: the sweep's tables and figures, written atomically into DIR."""
+"""`write_report(DIR)`: the sweep's tables and figures, written atomically into DIR.
+
+report.md opens with the benchmark's power (report/power.py), then holds one section
+per per-round budget (runs with different budgets never
+pool): the paper's Table 1 form with seeds as replicates, its per-case pooled form, the
+controls, nnActive's evaluation, Tables 6-8 where their runs exist, and per-class Dice.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from assft_jax import atomic
 from assft_jax.config import BOUNDS
-from assft_jax.report import plots, tables
-from assft_jax.report.collect import ReportError, load_runs
+from assft_jax.report import ablation, nnactive, plots, pseudo, tables
+from assft_jax.report import power as power_lib
+from assft_jax.report.collect import ReportError, RunResult, load_runs
+from assft_jax.report.fmt import csv_text, markdown_table
 from assft_jax.report.stats import SIGNIFICANCE, Summary, summarize
 
+# Every file the report may write; the optional figures only when they have content
+# (a stale one from an earlier report is removed).
 OUTPUTS = (
   "report.md",
   "report.csv",
+  "report_pooled.csv",
   "report_long.csv",
   "report_per_class.csv",
+  "report_aubc.csv",
+  "report_ppm.csv",
+  "report_pseudo.csv",
   "dice_vs_budget.png",
+  "ppm.png",
+  "pseudo_dice.png",
   "queries.png",
 )
+OPTIONAL = ("ppm.png", "pseudo_dice.png", "queries.png")
 
 
-def _runs_section(s: Summary, n_runs: int) -> list[str]:
+def _runs_section(summaries: list[Summary], runs: list[RunResult]) -> list[str]:
   lines = ["## Runs", ""]
-  for m in s.methods:
-    lines.append(f"- {m}: seeds {', '.join(map(str, s.seeds[m]))}")
+  for s in summaries:
+    lines += [f"{s.spec.title}:", ""]
+    lines += [f"- {m}: seeds {', '.join(map(str, s.seeds[m]))}" for m in s.methods]
+    lines.append("")
   for kind in BOUNDS:
-    seeds = sorted(r.seed for r in s.bound_runs if r.bound == kind)
+    seeds = sorted(r.seed for r in runs if r.bound == kind)
     if seeds:
       lines.append(f"- {kind.replace('_', ' ')} runs: seeds {', '.join(map(str, seeds))}")
-  if s.incomplete:
+  incomplete = [r for r in runs if not r.complete]
+  if incomplete:
     lines += [
       "",
-      f"{len(s.incomplete)} of {n_runs} runs are not complete; their finished rounds are included:",
+      f"{len(incomplete)} of {len(runs)} runs are not complete; their finished rounds are "
+      "included (AUBC leaves them out):",
     ]
     lines += [
-      f"- `{r.workdir}` ({r.method}, seed {r.seed}, {len(r.rounds)} rounds)" for r in s.incomplete
+      f"- `{r.workdir}` ({r.method}, seed {r.seed}, {len(r.rounds)} rounds)" for r in incomplete
     ]
-  dropped = sum(c.n_nan for c in s.cells.values())
+  dropped = sum(c.n_nan for s in summaries for c in s.cells.values())
   if dropped:
     lines += [
       "",
@@ -47,94 +69,206 @@ def _runs_section(s: Summary, n_runs: int) -> list[str]:
   return lines
 
 
-def _markdown(root: Path, s: Summary, n_runs: int, montage_note: str, include_init: bool) -> str:
-  budgets = s.table_budgets(include_init)
-  ref = s.reference
+def _table1(s: Summary, include_init: bool) -> list[str]:
+  budgets, ref = s.table_budgets(include_init), s.reference
+  n_ref = len(s.seeds[ref]) if ref else 0
+  star = (
+    f"\\*: p < {SIGNIFICANCE} in a two-sided Mann–Whitney U test of the method's seed means "
+    f"against {ref}'s at the same budget; on {ref} itself, p < {SIGNIFICANCE} against every "
+    f"other method (the paper's convention). With {n_ref} seeds on each side the smallest "
+    f"attainable p is {2 / math.comb(2 * n_ref, n_ref):.2g}."
+    if ref
+    else "No ASSFT runs at this budget, so no significance tests are reported."
+  )
   out = [
-    f"# Active-learning report: `{root}`",
+    "### Table 1 form: seeds as replicates",
     "",
-    f"{n_runs} runs, {len(s.methods)} methods. Dice × 100, mean ± SD over the per-case "
-    "Dice of the test cases of every seed pooled together (n = cases × seeds). "
-    "**Bold**: best mean of the column; <u>underline</u>: second best.",
-  ]
-  if ref:
-    out.append(
-      f"\\*: p < {SIGNIFICANCE} in a two-sided Mann–Whitney U test of the method's "
-      f"pooled per-case Dice against {ref}'s at the same budget; on {ref} itself, "
-      "p < 0.01 against every other method (the paper's convention)."
-    )
-  else:
-    out.append("No ASSFT runs found, so no significance tests are reported.")
-  out += [
+    "Dice × 100, mean ± SD over seeds of each run's mean test Dice. **Bold**: best mean of "
+    "the column; <u>underline</u>: second best. " + star,
     "",
-    "## Dice by method and budget",
-    "",
-    tables.markdown_table(tables.main_rows(s, budgets, markdown=True)),
-    "## Seed-level Dice",
-    "",
-    "Mean ± SD over seeds of each run's mean test Dice (seeds are the independent replicates).",
-    "",
-    tables.markdown_table(tables.seed_rows(s, budgets)),
+    markdown_table(tables.main_rows(s, budgets, markdown=True, seeds=True)),
   ]
   if ref:
     out += [
-      f"## Mann–Whitney U p-values against {ref}",
+      f"#### Mann–Whitney U p-values against {ref}, seeds as replicates",
       "",
-      "Two-sided, `scipy.stats.mannwhitneyu` on the pooled per-case Dice; n/a when "
-      "every value is tied.",
+      markdown_table(tables.pvalue_rows(s, budgets, seeds=True)),
+    ]
+  out += [
+    "### Table 1 form, pooled per case",
+    "",
+    "Dice × 100, mean ± SD over the per-case Dice of every seed's test cases pooled "
+    "together (n = cases × seeds), as the paper computes its tables. Cases of one seed "
+    "share a model, so these are not independent replicates: a description, not a test."
+    + (" \\*: as above, on the pooled per-case Dice." if ref else ""),
+    "",
+    markdown_table(tables.main_rows(s, budgets, markdown=True, seeds=False)),
+  ]
+  if ref:
+    out += [
+      f"#### Mann–Whitney U p-values against {ref}, pooled per case",
       "",
-      tables.markdown_table(tables.pvalue_rows(s, budgets)),
+      "Two-sided, `scipy.stats.mannwhitneyu`; n/a when every value is tied.",
+      "",
+      markdown_table(tables.pvalue_rows(s, budgets, seeds=False)),
+    ]
+  return out
+
+
+def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw) -> list[str]:
+  out = [f"## Budget: {s.spec.title}", ""] + power_lib.line(pw) + _table1(s, include_init)
+  aubcs = nnactive.aubc_by_seed(s)
+  controls = ablation.control_rows(s, aubcs)
+  if controls:
+    out += [
+      "### Controls",
+      "",
+      "Each pair's difference isolates one part of ASSFT. Δ: A − B, mean ± SD over the "
+      "seeds both arms have (Dice × 100), with a two-sided paired t-test and the "
+      "Mann–Whitney U test of the two arms' seed means.",
+      "",
+      markdown_table(controls),
+    ]
+  out += nnactive.markdown(s, pen, "ppm.png" if "ppm.png" in figures else None)
+  for title, table, contrasts, temperature in ablation.ABLATIONS:
+    rows = ablation.ablation_rows(s, table, temperature)
+    if rows:
+      out += [
+        f"### {title}",
+        "",
+        "Dice × 100, mean ± SD over seeds; p: two-sided Mann–Whitney U of the seed means "
+        f"against {ablation.BASELINE}.",
+        "",
+        markdown_table(rows),
+      ]
+      pairs = ablation.contrast_rows(s, contrasts)
+      if pairs:
+        out += [
+          "The table's own contrasts: difference of the seed means (Dice × 100) and the "
+          "Mann–Whitney U p of the seed means.",
+          "",
+          markdown_table(pairs),
+        ]
+  if pseudo_cells:
+    out += [
+      "### Table 8 and Fig. 5: pseudo-label quality",
+      "",
+      "Stage-1 Dice × 100 (before stage 3) of the unlabeled cases with ground truth, the "
+      "ones SSFT selected for pseudo-labels against the rest, pooled over seeds; "
+      "p: two-sided Mann–Whitney U. The ground truth is used only for this measurement.",
+      "",
+      markdown_table(pseudo.rows(s, pseudo_cells)),
+      "![Pseudo-label quality](pseudo_dice.png)",
+      "",
     ]
   if s.classes:
     out += [
-      "## Per-class Dice",
+      "### Per-class Dice",
       "",
-      "Mean ± SD over seeds of each run's per-class Dice (x 100).",
+      "Mean ± SD over seeds of each run's per-class Dice (× 100).",
       "",
     ]
-    for b in budgets:
-      out += [f"### {b.header}", "", tables.markdown_table(tables.class_rows(s, b, True))]
-  out += ["## Figures", "", "![Dice vs budget](dice_vs_budget.png)", "", montage_note, ""]
-  out += _runs_section(s, n_runs)
+    for b in s.table_budgets(include_init):
+      out += [f"#### {b.header}", "", markdown_table(tables.class_rows(s, b, True))]
+  return out
+
+
+def _markdown(root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw) -> str:
+  methods = {m for s in summaries for m in s.methods}
+  out = [
+    f"# Active-learning report: `{root}`",
+    "",
+    f"{len(runs)} runs, {len(methods)} methods, {len(summaries)} per-round budget(s), each "
+    "in its own section (runs with different budgets never pool). Dice × 100. Seeds are "
+    "the independent replicates: the main table and every significance test use each "
+    "run's mean test Dice; the per-case pooled form is given beside it. An SD over a "
+    "single value prints –.",
+    "",
+  ] + power_lib.markdown(pw)
+  controls = ablation.controls_present(methods)
+  if controls:
+    out += ["## What each comparison isolates", ""]
+    out += [f"- **{a}** vs **{b}**: {what}." for a, b, what in controls]
+    out.append("")
+  for s, pen, cells in zip(summaries, pens, pseudo_cells):
+    out += _section(s, pen, cells, include_init, figures, pw)
+  out += ["## Figures", "", "![Dice vs budget](dice_vs_budget.png)", "", note, ""]
+  out += _runs_section(summaries, runs)
   return "\n".join(out) + "\n"
 
 
-def write_report(
-  root: str | os.PathLike, reference: str = "ASSFT", include_init: bool = False
-) -> dict[str, Path]:
-  """Reads every run below `root`, writes the report files into `root`.
+def _pseudo_panels(summaries, pseudo_cells) -> list[tuple[str, dict]]:
+  panels = []
+  for s, cells in zip(summaries, pseudo_cells):
+    for m in dict.fromkeys(m for m, _ in cells):
+      by_round = {r: c for (mm, r), c in cells.items() if mm == m}
+      panels.append((f"{m}, {s.spec.title}", by_round))
+  return panels
 
-  Returns {file name: path} of what was written (queries.png only when some run has
-  query_slices.npz). Raises ReportError when root holds no runs or a summary is bad.
-  include_init: also show round 0 (the one-shot init) as a table column.
+
+def write_report(
+  root: str | os.PathLike,
+  reference: str = "ASSFT",
+  include_init: bool = False,
+  power: str | os.PathLike | None = None,
+) -> dict[str, Path]:
+  """Reads every run below `root`, writes the report files (`OUTPUTS`) into `root`.
+
+  Returns {file name: path} of what was written; ppm.png, pseudo_dice.png and
+  queries.png only when they have content. Raises ReportError when root holds no runs
+  or a summary is bad. include_init: also show round 0 (the one-shot init) as a column.
+  power: the benchmark's power.json (experiments.power); None looks for
+  root/power/power.json, and without it the report says the power was not measured.
   """
   root = Path(root)
   runs = load_runs(root)
-  if all(r.bound for r in runs):
-    raise ReportError(
-      f"{root}: only lower/upper-bound runs found; no active-learning run to tabulate"
-    )
-  s = summarize(runs, reference)
-  written = {}
-  plots.plot_dice_vs_budget(s, root / "dice_vs_budget.png")
-  written["dice_vs_budget.png"] = root / "dice_vs_budget.png"
+  pw = power_lib.find(root, power)
+  summaries = summarize(runs, reference)
+  if not summaries:
+    raise ReportError(f"{root}: no active-learning run with a round found (only bound runs)")
+  pens = [nnactive.penalties(s) for s in summaries]
+  pseudo_cells = [pseudo.pseudo_quality(s) for s in summaries]
+  figures = {"dice_vs_budget.png"}
+  plots.plot_dice_vs_budget(summaries, root / "dice_vs_budget.png")
+  with_tests = [(s, p) for s, p in zip(summaries, pens) if p.tested.any()]
+  if with_tests:
+    plots.plot_ppm([s for s, _ in with_tests], [p for _, p in with_tests], root / "ppm.png")
+    figures.add("ppm.png")
+  panels = _pseudo_panels(summaries, pseudo_cells)
+  if panels:
+    plots.plot_pseudo_quality(panels, root / "pseudo_dice.png")
+    figures.add("pseudo_dice.png")
   slices, problems = plots.collect_query_slices(runs)
   if slices:
     plots.plot_query_montage(slices, root / "queries.png")
-    written["queries.png"] = root / "queries.png"
+    figures.add("queries.png")
     note = "![Queried cases](queries.png)"
   else:
     note = "No readable `round_XXX/query_slices.npz` found: no montage of the queried cases."
   if problems:
     note += "\n\nSkipped montage inputs:\n" + "\n".join(f"- {p}" for p in problems)
-  budgets = s.table_budgets(include_init)
+  budgets = lambda s: s.table_budgets(include_init)
   files = {
-    "report.csv": tables.csv_text(tables.main_rows(s, budgets, markdown=False)),
-    "report_long.csv": tables.csv_text(tables.long_rows(s)),
-    "report_per_class.csv": tables.csv_text(tables.class_long_rows(s)),
-    "report.md": _markdown(root, s, len(runs), note, include_init),
+    "report.csv": tables.with_budget_column(
+      summaries, lambda s: tables.main_rows(s, budgets(s), markdown=False, seeds=True)
+    ),
+    "report_pooled.csv": tables.with_budget_column(
+      summaries, lambda s: tables.main_rows(s, budgets(s), markdown=False, seeds=False)
+    ),
+    "report_long.csv": tables.long_rows(summaries, reference),
+    "report_per_class.csv": tables.class_long_rows(summaries),
+    "report_aubc.csv": nnactive.aubc_long_rows(summaries),
+    "report_ppm.csv": nnactive.pair_test_rows(summaries, pens),
+    "report_pseudo.csv": pseudo.long_rows(summaries, pseudo_cells),
   }
-  for name, text in files.items():
-    atomic.write_text(root / name, text)
+  written = {name: root / name for name in figures}
+  for name, rows in files.items():
+    atomic.write_text(root / name, csv_text(rows))
     written[name] = root / name
+  md = _markdown(root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw)
+  atomic.write_text(root / "report.md", md)
+  written["report.md"] = root / "report.md"
+  for name in OPTIONAL:
+    if name not in figures:
+      (root / name).unlink(missing_ok=True)
   return written

@@ -2,7 +2,9 @@
 
 A sweep directory holds one workdir per cell (`DIR/<strategy>/seed_<k>/`), but any
 directory tree works: every `summary.json` below DIR is one run. DIR may itself be a
-single run's workdir.
+single run's workdir. A run's per-round budget is read from its summary
+(`budget_per_round`, and `budget`: `--budget` as given; older summaries lack it, and then
+the run's `config.json` gives it), so runs with different budgets never pool.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ DISPLAY_NAMES = {
   "dkd_low": "Low DKD",
   "asd_low": "Low ASD",
   "asd_tau1": "ASD (τ=1)",  # Tables 6-7
+  "asd_tau1_low": "Low ASD (τ=1)",
   "dkd_asd": "DKD+ASD",
   "dkd+asd": "DKD+ASD",
   "assft": "ASSFT",
@@ -69,33 +72,66 @@ PAPER_ORDER = (
   "ASD",
   "Low ASD",
   "ASD (τ=1)",
+  "Low ASD (τ=1)",
   "DKD+ASD",
   "ASSFT",
 )
+MATCHED = " (matched)"  # the compute-matched control (--stage3=supervised)
+SSFT = "+SSFT"
+STAGE3 = ("pseudo", "supervised", "none")
 
 
-def display_name(strategy: str, ssft: bool) -> str:
+def display_name(strategy: str, ssft: bool, stage3: str = "none") -> str:
   """The paper's name of a run's method, e.g. ("dkd_asd", False) -> "DKD+ASD".
 
   `assft` is the registry's alias of `dkd_asd`, so both name ASSFT with selective
   semi-supervised fine-tuning and DKD+ASD without it (the paper's two rows). Any other
   strategy run with SSFT gets a "+SSFT" suffix, so it never pools with the same
-  strategy run without it.
+  strategy run without it. The compute-matched control (stage3 "supervised": a second
+  supervised stage instead of SSFT) gets " (matched)", e.g. "DKD+ASD (matched)".
   """
   key = strategy.strip().lower().replace("-", "_")
   name = DISPLAY_NAMES.get(key, strategy)
   if name in ("ASSFT", "DKD+ASD"):
-    return "ASSFT" if ssft else "DKD+ASD"
-  return name + "+SSFT" if ssft else name
+    name = "ASSFT" if ssft else "DKD+ASD"
+  elif ssft:
+    name += SSFT
+  return name + MATCHED if stage3 == "supervised" else name
 
 
 def method_sort_key(name: str, reference: str = "ASSFT") -> tuple:
-  base, _, suffix = name.partition("+SSFT")
+  """The paper's row order; a method's matched control and its +SSFT run follow it."""
   if name == reference:
-    return (2, 0, "", "")
+    return (2, 0, 0, name)
+  base, variant = name, 0
+  if name.endswith(MATCHED):
+    base, variant = name.removesuffix(MATCHED), 1
+  elif name.endswith(SSFT):
+    base, variant = name.removesuffix(SSFT), 2
   if base in PAPER_ORDER:
-    return (0, PAPER_ORDER.index(base), suffix, name)
-  return (1, 0, name, "")
+    return (0, PAPER_ORDER.index(base), variant, name)
+  return (1, base, variant, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetSpec:
+  """The per-round query budget of a run: `--budget` as given (e.g. "5%", from the
+  summary's `budget`, else the run's config.json) and n_B, the cases it meant per round (summary's `budget_per_round`).
+  Either is None where the run did not record it. Cells never pool across specs."""
+
+  text: str | None
+  per_round: int | None
+
+  @property
+  def title(self) -> str:
+    n = f"n_B = {self.per_round} cases per round" if self.per_round is not None else ""
+    if self.text is None:
+      return n or "budget not recorded"
+    return f"--budget={self.text}" + (f" ({n})" if n else "")
+
+  @property
+  def sort_key(self) -> tuple:
+    return (self.per_round is None, self.per_round or 0, self.text or "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +144,15 @@ class RoundResult:
   dice_per_case: Mapping[str, float]
   dice_per_class: Mapping[str, float]
   queried: tuple[str, ...]
+  pseudo: tuple[str, ...]  # the unlabeled cases SSFT selected this round
+  # Stage-1 Dice of every unlabeled case with ground truth (Table 8); empty without SSFT.
+  unlabeled_dice: Mapping[str, float]
+
+  @property
+  def mean_dice(self) -> float:
+    """The run's mean test Dice at this round (NaN cases left out; NaN if none is left)."""
+    v = [x for x in self.dice_per_case.values() if not math.isnan(x)]
+    return sum(v) / len(v) if v else math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +161,8 @@ class RunResult:
   strategy: str
   method: str
   ssft: bool
+  stage3: str  # what stage 3 did: "pseudo", "supervised" (the matched control) or "none"
+  budget: BudgetSpec
   seed: int
   complete: bool
   rounds: tuple[RoundResult, ...]
@@ -156,8 +203,9 @@ def _parse_round(path: Path, i: int, d: Any, labels: Any) -> RoundResult:
     if k not in d:
       raise _fail(path, f"rounds[{i}] lacks the key {k!r}")
   per_case, per_class = d["dice_per_case"], d.get("dice_per_class") or {}
-  if not isinstance(per_case, dict) or not isinstance(per_class, dict):
-    raise _fail(path, f"rounds[{i}].dice_per_case/dice_per_class must be objects")
+  unlabeled = d.get("unlabeled_dice") or {}
+  if not all(isinstance(x, dict) for x in (per_case, per_class, unlabeled)):
+    raise _fail(path, f"rounds[{i}].dice_per_case/dice_per_class/unlabeled_dice must be objects")
   r, n = int(d["round"]), int(d["n_labeled"])
   return RoundResult(
     round=r,
@@ -170,12 +218,43 @@ def _parse_round(path: Path, i: int, d: Any, labels: Any) -> RoundResult:
       str(k): _dice(path, f"rounds[{i}].dice_per_class[{k!r}]", v) for k, v in per_class.items()
     },
     queried=tuple(str(q) for q in d.get("queried") or ()),
+    pseudo=tuple(str(q) for q in d.get("pseudo") or ()),
+    unlabeled_dice={
+      str(k): _dice(path, f"rounds[{i}].unlabeled_dice[{k!r}]", v) for k, v in unlabeled.items()
+    },
   )
 
 
 def _bound(path: Path, d: Mapping, key: str) -> float | None:
   v = d.get(key)
   return None if v is None else _dice(path, key, v)
+
+
+def _budget_text(path: Path, d: Mapping) -> str | None:
+  """`--budget` as given: the summary's `budget`, else the run's config.json beside it;
+  None without either."""
+  text = d.get("budget")
+  if text is not None:
+    if not isinstance(text, str) or not text.strip():
+      raise _fail(path, f'budget is {text!r}, expected the --budget text, e.g. "5%"')
+    return text.strip()
+  cfg_path = path.parent / "config.json"
+  if not cfg_path.exists():
+    return None
+  try:
+    budget = json.loads(cfg_path.read_text())["al"]["budget"]
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise _fail(cfg_path, f"cannot read al.budget ({type(e).__name__}: {e})") from e
+  return str(budget).strip()
+
+
+def _stage3(path: Path, d: Mapping, ssft: bool) -> str:
+  # Summaries written before the matched control existed have no "stage3": SSFT's stage
+  # 3 trained on pseudo-labels, and a run without SSFT had none.
+  v = d.get("stage3", "pseudo" if ssft else "none")
+  if v not in STAGE3:
+    raise _fail(path, f"stage3 is {v!r}, expected one of {', '.join(STAGE3)}")
+  return v
 
 
 def load_run(path: Path) -> RunResult:
@@ -198,11 +277,22 @@ def load_run(path: Path) -> RunResult:
     )
   )
   ssft = bool(d.get("ssft", False))
+  stage3 = _stage3(path, d, ssft)
+  strategy = str(d["strategy"])
+  per_round = d.get("budget_per_round")
+  if per_round is not None and (isinstance(per_round, bool) or not isinstance(per_round, int)):
+    raise _fail(path, f"budget_per_round is {per_round!r}, expected a count")
+  # A bound run queries nothing: it has no budget, and one bound serves every budget.
+  budget = (
+    BudgetSpec(None, None) if strategy in BOUNDS else BudgetSpec(_budget_text(path, d), per_round)
+  )
   return RunResult(
     workdir=path.parent,
-    strategy=str(d["strategy"]),
-    method=display_name(str(d["strategy"]), ssft),
+    strategy=strategy,
+    method=display_name(strategy, ssft, stage3),
     ssft=ssft,
+    stage3=stage3,
+    budget=budget,
     seed=int(d["seed"]),
     complete=bool(d.get("complete", False)),
     rounds=rounds,
@@ -235,4 +325,13 @@ def load_runs(root: str | os.PathLike) -> list[RunResult]:
   runs = [load_run(p) for p in paths]
   if not any(r.rounds for r in runs):
     raise ReportError(f"{root}: {len(runs)} summary.json found, but none has a round yet")
+  seen: dict[tuple, Path] = {}
+  for r in runs:  # seeds are the replicates: one run per (method, budget, seed)
+    key = (r.method, r.budget, r.seed)
+    if key in seen:
+      raise ReportError(
+        f"{seen[key]} and {r.workdir}: two runs of {r.method}, seed {r.seed}, "
+        f"{r.budget.title}; a seed must be one replicate (remove one)"
+      )
+    seen[key] = r.workdir
   return runs

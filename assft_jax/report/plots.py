@@ -1,4 +1,5 @@
-"""The report's figures: Dice vs budget, and a montage of the queried cases' slices."""
+"""The report's figures: Dice vs budget, the penalty-matrix heatmaps, the pseudo-label
+box plot (Fig. 5), and a montage of the queried cases' slices."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from assft_jax import atomic  # noqa: E402
-from assft_jax.report.collect import RunResult, method_sort_key  # noqa: E402
+from assft_jax.report.collect import MATCHED, RunResult, method_sort_key  # noqa: E402
 from assft_jax.report.stats import Summary  # noqa: E402
 
 CLASS_CMAP = plt.get_cmap("tab10")
@@ -27,45 +28,112 @@ def save_figure(fig, path: Path, dpi: int = 110) -> None:
   plt.close(fig)
 
 
-def plot_dice_vs_budget(s: Summary, path: Path) -> None:
-  """Pooled per-case Dice mean +- SD (shaded) per method over the rounds, r = 0 included."""
-  fig, ax = plt.subplots(figsize=(7.5, 4.5))
+def _dice_panel(ax, s: Summary) -> None:
   xs = [b.round for b in s.budgets]
   method_cmap = plt.get_cmap("tab10" if len(s.methods) <= 10 else "tab20")
   band_alpha = 0.15 if len(s.methods) <= 4 else 0.06  # many bands overlap into a blur
   for i, m in enumerate(s.methods):
     pts = [(b.round, s.cells[(m, b.round)]) for b in s.budgets if (m, b.round) in s.cells]
-    pts = [(r, c) for r, c in pts if len(c.values)]
+    pts = [(r, c) for r, c in pts if len(c.seed_means)]
     if not pts:
       continue
     r = np.array([p[0] for p in pts])
-    mu = np.array([100 * p[1].mean for p in pts])
-    sd = np.array([100 * p[1].sd for p in pts])
+    mu = np.array([100 * p[1].seed_mean for p in pts])
+    sd = np.nan_to_num(np.array([100 * p[1].seed_sd for p in pts]))  # one seed: no band
     is_ref = m == s.reference
     color = "black" if is_ref else method_cmap(i % method_cmap.N)
-    ax.plot(
-      r,
-      mu,
-      marker="o",
-      ms=4,
-      color=color,
-      lw=2.4 if is_ref else 1.4,
-      label=m,
-      zorder=3 if is_ref else 2,
-    )
+    ls = "--" if m.endswith(MATCHED) else "-"
+    ax.plot(r, mu, marker="o", ms=4, color=color, ls=ls, lw=2.4 if is_ref else 1.4, label=m)
     ax.fill_between(r, mu - sd, mu + sd, color=color, alpha=band_alpha, lw=0)
   for name, bound, style in (("lower bound", s.lower, ":"), ("upper bound", s.upper, "--")):
     if bound:
-      mean = float(np.mean([c.mean for c in bound.values()]))
+      mean = float(np.mean([c.seed_mean for c in bound.values()]))
       ax.axhline(100 * mean, color="0.3", ls=style, lw=1, label=name)
   ax.set_xticks(xs, [f"{b.label}\nr={b.round}" for b in s.budgets])
   ax.set_xlabel("query budget (round)")
-  ax.set_ylabel("Dice (%), mean ± SD over test cases × seeds")
+  ax.set_ylabel("Dice (%), mean ± SD over seeds")
   lo, hi = ax.get_ylim()
   ax.set_ylim(bottom=max(0.0, lo), top=min(101.0, hi))
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-  ax.set_title("Dice vs query budget")
+  ax.set_title(f"Dice vs query budget, {s.spec.title}", fontsize=10)
+
+
+def plot_dice_vs_budget(summaries: Sequence[Summary], path: Path) -> None:
+  """One panel per budget: each method's mean test Dice over seeds (± SD shaded) over
+  the rounds, r = 0 included; matched controls dashed."""
+  fig, axes = plt.subplots(
+    len(summaries), 1, squeeze=False, figsize=(7.5, 4.5 * len(summaries)), layout="constrained"
+  )
+  for ax, s in zip(axes[:, 0], summaries):
+    _dice_panel(ax, s)
+  save_figure(fig, path)
+
+
+def plot_ppm(summaries: Sequence[Summary], pens: Sequence, path: Path) -> None:
+  """Heatmaps of the pairwise penalty matrices, a row per budget, raw and Holm: cell
+  (row i, column j) is the share of budgets where i beat j; blank: never tested."""
+  fig, axes = plt.subplots(
+    len(summaries),
+    2,
+    squeeze=False,
+    layout="constrained",
+    figsize=(
+      2 * (2.2 + 0.5 * len(pens[0].methods)),
+      (1.8 + 0.45 * len(pens[0].methods)) * len(summaries),
+    ),
+  )
+  cmap = plt.get_cmap("Reds").with_extremes(bad="white")
+  for row, s, pen in zip(axes, summaries, pens):
+    for ax, (holm, kind) in zip(row, ((False, "paired t, α = 0.05"), (True, "Holm"))):
+      mat = np.where(pen.tested, pen.holm if holm else pen.raw, np.nan)
+      ax.imshow(mat, cmap=cmap, vmin=0.0, vmax=1.0)
+      n = len(pen.methods)
+      for i in range(n):
+        for j in range(n):
+          if pen.tested[i, j]:
+            color = "white" if mat[i, j] > 0.6 else "black"  # readable on dark cells
+            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6, color=color)
+      losses = pen.losses(holm)
+      ax.set_xticks(
+        range(n),
+        [f"{m} ({v:.2f})" if not np.isnan(v) else m for m, v in zip(pen.methods, losses)],
+        rotation=60,
+        ha="right",
+        fontsize=7,
+      )
+      ax.set_yticks(range(n), pen.methods, fontsize=7)
+      ax.set_xlabel("column j: loses (average losses in brackets)", fontsize=8)
+      ax.set_ylabel("row i: wins", fontsize=8)
+      ax.set_title(f"PPM, row beats column, {kind}\n{s.spec.title}", fontsize=8)
+  save_figure(fig, path)
+
+
+def plot_pseudo_quality(panels: Sequence[tuple[str, dict]], path: Path) -> None:
+  """Fig. 5: per panel (title, {round: PseudoCell}), a box of the selected (s) and the
+  unselected (u) unlabeled cases' stage-1 Dice at each round."""
+  fig, axes = plt.subplots(
+    len(panels), 1, squeeze=False, layout="constrained", figsize=(7.0, 3.2 * len(panels))
+  )
+  for ax, (title, by_round) in zip(axes[:, 0], panels):
+    data, names, colors = [], [], []
+    for r, c in by_round.items():
+      for x, tag, color in ((c.selected, "s", "tab:green"), (c.unselected, "u", "tab:gray")):
+        data.append(100 * np.asarray(x))
+        names.append(f"r{r}{tag}")
+        colors.append(color)
+    box = ax.boxplot(data, patch_artist=True, showfliers=True)
+    ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+    for patch, color in zip(box["boxes"], colors):
+      patch.set_facecolor(color)
+      patch.set_alpha(0.5)
+    ax.set_ylabel("stage-1 Dice (%)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(title, fontsize=9)
+  fig.suptitle(
+    "Unlabeled cases' Dice: selected (s) for pseudo-labels vs unselected (u), per round",
+    fontsize=9,
+  )
   save_figure(fig, path)
 
 

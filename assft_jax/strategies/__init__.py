@@ -4,7 +4,8 @@ Modules register their strategies on import (one module per family):
   random_sampling: random (alias: rand), fg_random
   uncertainty: entropy, least_confidence, margin
   diversity: coreset, badge               hybrid: sann, ugtst, cup
-  assft_query: dkd, dkd_low, asd, asd_low, asd_tau1, dkd_asd (alias: assft)
+  assft_query: dkd, dkd_low, asd, asd_low, asd_tau1, asd_tau1_low,
+    dkd_asd (alias: assft)
   ssft: select_reliable, n_su (the §3.3 pseudo-label selection)
   init_pick: pick_initial (the r = 0 case)
 """

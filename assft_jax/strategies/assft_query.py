@@ -50,6 +50,12 @@ def asd_tau1(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   return top(table.get("asd_tau1"), budget), {}
 
 
+@register("asd_tau1_low", keys=("asd_tau1",))
+def asd_tau1_low(table: Table, budget: int, rng: np.random.Generator) -> Picked:
+  """Low ASD with tau = 1 (Table 7 ablation)."""
+  return top(table.get("asd_tau1"), budget, highest=False), {}
+
+
 @register("dkd_asd", keys=("emb_0", "emb_r", "asd"))
 def dkd_asd(table: Table, budget: int, rng: np.random.Generator) -> Picked:
   """Top N_B by Q = QT(minmax(DKD)) + QT(minmax(ASD)) (Eq. 12-16)."""

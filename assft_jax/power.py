@@ -1,0 +1,136 @@
+"""Statistical power of a benchmark (issue 10, step 1): can it tell case choices apart?
+
+Two numbers, measured before any strategy is compared:
+- training noise: one fixed labeled set trained with several training seeds; the SD of
+  the mean test Dice over those seeds;
+- selection effect: two labeled sets of the same size, one chosen well (every stratum
+  of --stratify_by, e.g. every scanner and the hard cases, in its share of the pool)
+  and one chosen poorly (the largest stratum only); the difference of their mean test
+  Dice.
+
+A benchmark separates strategies when the effect is several times the noise (the
+issue asks for 4×). Every training starts from F(0) and runs `steps` optimiser steps,
+as many as a run's labeled set sees by its last round. The split is the seed-0 split
+of the run settings and stays fixed; only the training seed varies. Each (set, seed)
+cell is a workdir under `out` and is skipped once done, so the measurement resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from assft_jax import atomic
+from assft_jax import config as config_lib
+from assft_jax import data as data_lib
+from assft_jax import session as session_lib
+from assft_jax import workdir as wd_lib
+
+log = logging.getLogger("assft_jax.power")
+
+SETS = ("well", "poor")
+
+
+def choose_sets(pool: Sequence[str], groups: Mapping[str, str], k: int) -> dict[str, list[str]]:
+  """{"well": ids, "poor": ids}, k each, from the pool (dataset order within a stratum).
+
+  well: every stratum at least once, the rest by the largest remainder of its pool
+        share (a representative set, as a stratified sample would draw it);
+  poor: the largest stratum only (a majority-scanner set).
+  """
+  by: dict[str, list[str]] = {}
+  for c in pool:
+    by.setdefault(groups[c], []).append(c)
+  strata = sorted(by, key=lambda g: (-len(by[g]), g))
+  if k < len(strata) or k > len(by[strata[0]]):
+    raise config_lib.ConfigError(
+      f"--set_size={k}: needs at least one case per stratum ({len(strata)}) and at most "
+      f"the largest stratum's {len(by[strata[0]])} cases"
+    )
+  quota = {g: k * len(by[g]) / len(pool) for g in strata}
+  take = {g: max(1, math.floor(quota[g])) for g in strata}
+  for g in sorted(strata, key=lambda g: -(quota[g] - math.floor(quota[g]))):
+    if sum(take.values()) >= k:
+      break
+    take[g] += 1
+  while sum(take.values()) > k:  # the minimum of 1 overshot: trim the largest stratum
+    take[strata[0]] -= 1
+  well = [c for g in strata for c in by[g][: take[g]]]
+  return {"well": well, "poor": by[strata[0]][:k]}
+
+
+def measure(cfg: config_lib.RunConfig, out: Path, k: int, steps: int, seeds: Sequence[int]) -> dict:
+  """Trains every (set, seed) cell not yet done; returns and writes OUT/power.json."""
+  if not cfg.data.stratify_by:
+    raise config_lib.ConfigError(
+      "--stratify_by is empty: the power measurement needs the strata (e.g. scanner,hard)"
+    )
+  out = Path(out)
+  base = dataclasses.replace(cfg, seed=0, workdir=str(out / "split"))
+  data = session_lib.open_data(base, out / "split")
+  groups = data_lib.case_groups(data.dataset, cfg.data.stratify_by)
+  sets = choose_sets(data.split["pool"], groups, k)
+  spe = cfg.train.steps_per_epoch or math.ceil(k / cfg.train.batch_size)
+  cells = []
+  for name in SETS:
+    for s in seeds:
+      wd = out / name / f"seed_{s}"
+      cell = wd_lib.read_json(wd / "cell.json")
+      if cell is None:
+        run_cfg = dataclasses.replace(cfg, seed=s, workdir=str(wd))
+        sess = session_lib.Session.open(run_cfg, wd, data)
+        labels = sess.oracle.label(sets[name], 0)
+        v = sess.fit(sess.variables0, labels, {}, math.ceil(steps / spe), round_=0, stage="s1")
+        res = sess.evaluate(v)
+        cell = {
+          "set": name,
+          "seed": s,
+          "ids": sets[name],
+          "dice_mean": res["mean"],
+          "per_case": {c: r["mean"] for c, r in res["per_case"].items()},
+        }
+        atomic.write_json(wd / "cell.json", cell)
+      log.info("%s seed %d: test Dice %.4f", name, s, cell["dice_mean"])
+      cells.append(cell)
+  result = summarize(cells, groups, data.split["test"])
+  result.update(set_size=k, steps=steps, seeds=list(seeds), sets=sets)
+  atomic.write_json(out / "power.json", result)
+  return result
+
+
+def summarize(cells: Sequence[Mapping], groups: Mapping[str, str], test: Sequence[str]) -> dict:
+  """Noise, effect and their ratio from the cells ({set, seed, dice_mean, per_case}).
+
+  noise: the pooled SD over seeds (root of the mean of the sets' variances, ddof=1);
+  effect: mean(well) − mean(poor); ratio: effect / noise; p: Welch's t-test over seeds.
+  by_group: each set's mean Dice on the test cases of each stratum.
+  """
+  dice = {n: np.array([c["dice_mean"] for c in cells if c["set"] == n]) for n in SETS}
+  sd = {n: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan for n, v in dice.items()}
+  noise = float(np.sqrt(np.mean([sd[n] ** 2 for n in SETS])))
+  effect = float(dice["well"].mean() - dice["poor"].mean())
+  by_group = {}
+  for n in SETS:
+    per = [c["per_case"] for c in cells if c["set"] == n]
+    strata = sorted({groups[t] for t in test})
+    by_group[n] = {
+      g: float(np.nanmean([p[t] for p in per for t in test if groups[t] == g])) for g in strata
+    }
+  p = stats.ttest_ind(dice["well"], dice["poor"], equal_var=False).pvalue
+  return {
+    "mean": {n: float(v.mean()) for n, v in dice.items()},
+    "sd": sd,
+    "noise_sd": noise,
+    "effect": effect,
+    "ratio": effect / noise if noise > 0 else (math.nan if math.isnan(noise) else math.inf),
+    "welch_p": float(p),
+    "by_group": by_group,
+    "n_test": len(test),
+    "test_groups": {g: sum(groups[t] == g for t in test) for g in sorted(set(groups.values()))},
+  }

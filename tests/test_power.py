@@ -1,0 +1,63 @@
+"""The power measurement's pure parts: the two labeled sets and the figures."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from assft_jax import power
+from assft_jax.config import ConfigError
+
+
+def _pool():
+  # 40 A, 20 B, 8 C cases, 4 of A and 2 of B hard: the benchmark's scanner shares.
+  groups = {}
+  for g, n in (("A", 36), ("A/h", 4), ("B", 18), ("B/h", 2), ("C", 8)):
+    for i in range(n):
+      groups[f"{g.replace('/', '')}{i:02d}"] = g
+  return list(groups), groups
+
+
+def test_well_set_covers_every_stratum_in_share_and_poor_set_only_the_largest():
+  pool, groups = _pool()
+  sets = power.choose_sets(pool, groups, 13)
+  well, poor = sets["well"], sets["poor"]
+  assert len(well) == len(set(well)) == 13 and len(poor) == len(set(poor)) == 13
+  assert {groups[c] for c in poor} == {"A"}
+  count = {g: sum(groups[c] == g for c in well) for g in set(groups.values())}
+  # Shares of 68 pool cases x 13: A 6.88, A/h 0.76, B 3.44, B/h 0.38, C 1.53.
+  # Floors with a minimum of one: 6, 1, 3, 1, 1 = 12; the largest remainder (A, .88)
+  # gets the 13th.
+  assert count == {"A": 7, "A/h": 1, "B": 3, "B/h": 1, "C": 1}
+
+
+def test_set_size_out_of_range_is_a_clear_error():
+  pool, groups = _pool()
+  with pytest.raises(ConfigError, match="--set_size=3"):
+    power.choose_sets(pool, groups, 3)  # five strata cannot fit in three cases
+  with pytest.raises(ConfigError, match="--set_size=40"):
+    power.choose_sets(pool, groups, 40)  # the largest stratum holds 36
+
+
+def test_summary_figures_match_numpy_and_scipy():
+  groups = {"t0": "A", "t1": "A", "t2": "B"}
+  rng = np.random.default_rng(0)
+  cells = []
+  for name, base in (("well", 0.6), ("poor", 0.5)):
+    for s in range(5):
+      per = {t: float(base + rng.normal(0, 0.05)) for t in groups}
+      cells.append(
+        {"set": name, "seed": s, "dice_mean": float(np.mean(list(per.values()))), "per_case": per}
+      )
+  res = power.summarize(cells, groups, list(groups))
+  w = np.array([c["dice_mean"] for c in cells if c["set"] == "well"])
+  p = np.array([c["dice_mean"] for c in cells if c["set"] == "poor"])
+  noise = math.sqrt((w.var(ddof=1) + p.var(ddof=1)) / 2)
+  assert res["noise_sd"] == pytest.approx(noise, rel=1e-12)
+  assert res["effect"] == pytest.approx(w.mean() - p.mean(), rel=1e-12)
+  assert res["ratio"] == pytest.approx((w.mean() - p.mean()) / noise, rel=1e-12)
+  assert res["welch_p"] == pytest.approx(stats.ttest_ind(w, p, equal_var=False).pvalue, rel=1e-12)
+  b_well = np.mean([c["per_case"]["t2"] for c in cells if c["set"] == "well"])
+  assert res["by_group"]["well"]["B"] == pytest.approx(b_well, rel=1e-12)
+  assert res["test_groups"] == {"A": 2, "B": 1}
