@@ -26,11 +26,13 @@ $(VENV)/.stamp-lint: $(VENV)/.stamp-base pyproject.toml
 venv: $(VENV)/.stamp-base
 venv-test: $(VENV)/.stamp-test
 
-# The main job on the built-in phantom benchmark: ASSFT and RAND, then the report
-# (runs/demo/report.md, runs/demo/dice_vs_budget.png). Rerunning resumes.
+# The main job on the built-in phantom benchmark: ASSFT, Random+SSFT (isolates the query)
+# and DKD+ASD with a supervised stage 3 of the same length (isolates the pseudo-labels),
+# two cells at a time, then the report (runs/demo/report.md, runs/demo/dice_vs_budget.png).
+# Rerunning resumes.
 demo: venv
 	$(PY) -m experiments.sweep --flagfile=experiments/flags/demo.flags \
-	    --strategies=assft,random --seeds=0 --out=runs/demo
+	    --strategies=assft,random+ssft,dkd_asd+sup --seeds=0 --jobs=2 --out=runs/demo
 
 # The evidence benchmark (issue 10; BUILD_NOTES "Evidence"): first its statistical power
 # (resumes; runs/benchmark/power/power.json), then every arm of the paper's Table 1, both

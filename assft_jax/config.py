@@ -101,6 +101,10 @@ class DataConfig:
   phantom_n: int = option(40, help="Phantom target cases.")
   phantom_shape: tuple[int, ...] = option((32, 32, 32), help="Phantom volume D,H,W.")
   phantom_seed: int = option(0, help="Phantom generator seed.")
+  phantom_hard_fraction: float = option(0.15, help="Phantom target: share of hard cases.")
+  phantom_shares: tuple[float, ...] | None = option(
+    None, help="Phantom MR target: the shares of scanners A,B,C; default 0.6,0.3,0.1."
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,6 +372,16 @@ def validate(cfg: RunConfig) -> None:
     raise ConfigError("--oracle=manifest needs --labels_dir (where annotators put labels)")
   if not 0 < cfg.data.test_fraction < 1:
     raise ConfigError(f"--test_fraction={cfg.data.test_fraction}: must be in (0, 1)")
+  if not 0 <= cfg.data.phantom_hard_fraction <= 1:
+    raise ConfigError(
+      f"--phantom_hard_fraction={cfg.data.phantom_hard_fraction}: must be in [0, 1]"
+    )
+  sh = cfg.data.phantom_shares
+  if sh is not None and (len(sh) != 3 or min(sh) < 0 or abs(sum(sh) - 1) > 1e-6):
+    raise ConfigError(
+      f"--phantom_shares={','.join(map(str, sh))}: want three shares (scanners A,B,C) "
+      ">= 0 that sum to 1"
+    )
   levels = len(cfg.model.blocks_down)
   source = f"--blocks_down={','.join(map(str, cfg.model.blocks_down))}"
   if not cfg.model.pretrained:

@@ -21,20 +21,37 @@ from assft_jax import data as data_lib
 
 log = logging.getLogger("assft_jax.pretrain")
 
+HARD_FRACTION = 0.15  # the phantom's default share of hard cases
 N_HELD_OUT = 16  # unseen CT phantoms on which the source network's Dice is reported
 
 
-def ensure_phantom(cache: Path, domain: str, n: int, shape: Sequence[int], seed: int) -> Path:
+def ensure_phantom(
+  cache: Path,
+  domain: str,
+  n: int,
+  shape: Sequence[int],
+  seed: int,
+  hard_fraction: float = HARD_FRACTION,
+  shares: Sequence[float] | None = None,
+) -> Path:
   """The phantom dataset for these settings, generated once into the cache (atomically)."""
   from assft_jax.data import phantom
 
-  # The generator version is in the key: a changed phantom never reuses old data.
+  # The generator version is in the key: a changed phantom never reuses old data. The
+  # benchmark's own shares and hard fraction extend the name only when set, so the
+  # caches of the default phantom keep their names.
   name = f"phantom_{domain}_v{phantom.VERSION}_n{n}_{'x'.join(map(str, shape))}_s{seed}"
+  if hard_fraction != HARD_FRACTION:
+    name += f"_h{hard_fraction:g}"
+  if shares is not None:
+    name += "_sh" + "-".join(f"{x:g}" for x in shares)
   out = Path(cache) / name
   if (out / "dataset.json").exists():
     return out
   with atomic.atomic_dir(out, replace=False) as tmp:  # keyed by its settings
-    phantom.generate(tmp, domain, n, tuple(shape), seed)
+    phantom.generate(
+      tmp, domain, n, tuple(shape), seed, hard_fraction=hard_fraction, scanner_shares=shares
+    )
   return out
 
 

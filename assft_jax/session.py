@@ -258,7 +258,13 @@ def load_dataset(cfg: config_lib.RunConfig) -> data_lib.Dataset:
     Path(d.data_dir)
     if d.data_dir
     else pretrain.ensure_phantom(
-      cfg.cache, d.phantom_domain, d.phantom_n, d.phantom_shape, d.phantom_seed
+      cfg.cache,
+      d.phantom_domain,
+      d.phantom_n,
+      d.phantom_shape,
+      d.phantom_seed,
+      d.phantom_hard_fraction,
+      d.phantom_shares,
     )
   )
   return data_lib.load_index(

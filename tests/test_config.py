@@ -26,10 +26,10 @@ FLAG_KINDS = {
   "budget labels_dir annotation_dir",
   "int": "seed phantom_n phantom_seed init_filters dsdepth source_steps epochs_init "
   "epochs_round steps_per_epoch batch_size devices sw_batch_size rounds",
-  "float": "test_fraction source_lr lr weight_decay clip_norm tau_c",
+  "float": "test_fraction phantom_hard_fraction source_lr lr weight_decay clip_norm tau_c",
   "bool": "overwrite augment ssft lower_bound upper_bound",
   "comma separated list of strings": "splits drop_labels stratify_by crop_size spacing "
-  "phantom_shape blocks_down patch",
+  "phantom_shape phantom_shares blocks_down patch",
   "string enum": "pipeline phantom_domain norm conv_impl precision init_pick oracle stage3",
 }
 CHOICES = {

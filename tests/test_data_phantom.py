@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from assft_jax.data import load_index
+from assft_jax.data import DataError, load_index, phantom
 from assft_jax.data.phantom import CLASSES, case_metadata, generate, main
 
 SHAPE = (20, 24, 24)
@@ -146,3 +146,25 @@ def test_organs_keep_contrast_after_paper_clip(tmp_path, domain):
   assert (clipped[1:] / counts[1:] < 0.1).all(), clipped[1:] / counts[1:]
   means = sums[1:] / counts[1:]
   assert np.ptp(means) > 0.05 and len(np.unique(means.round(3))) >= 4, means
+
+
+def test_benchmark_shares_and_hard_fraction():
+  # The evidence benchmark's phantom: shares 0.5/0.3/0.2 of 100 cases -> 50/30/20 exactly,
+  # and a hard fraction of 0.1 -> 10 hard cases; the default keeps 60/30/10 and 15.
+  specs = phantom.assign_cases("mr", 100, 0, 0.1, (0.5, 0.3, 0.2))
+  assert [sum(s.scanner == g for s in specs) for g in "ABC"] == [50, 30, 20]
+  assert sum(s.hard for s in specs) == 10
+  default = phantom.assign_cases("mr", 100, 0, 0.15)
+  assert [sum(s.scanner == g for s in default) for g in "ABC"] == [60, 30, 10]
+  with pytest.raises(DataError, match="shares"):
+    phantom.assign_cases("mr", 100, 0, 0.1, (0.5, 0.5, 0.5))
+
+
+def test_benchmark_phantom_flags_are_checked(tmp_path):
+  from assft_jax import flags as run_flags
+  from assft_jax.config import ConfigError
+
+  with pytest.raises(ConfigError, match="--phantom_shares"):
+    run_flags.parse([f"--workdir={tmp_path}", "--phantom_shares=0.5,0.3"])
+  with pytest.raises(ConfigError, match="--phantom_hard_fraction"):
+    run_flags.parse([f"--workdir={tmp_path}", "--phantom_hard_fraction=1.5"])

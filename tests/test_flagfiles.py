@@ -48,6 +48,8 @@ DEFAULTS = {
     "phantom_n": 40,
     "phantom_shape": [32, 32, 32],
     "phantom_seed": 0,
+    "phantom_hard_fraction": 0.15,
+    "phantom_shares": None,
   },
   "model": {
     "pretrained": None,
@@ -94,10 +96,18 @@ INTS = {
   "epochs_init", "epochs_round", "steps_per_epoch", "batch_size", "devices",
   "sw_batch_size", "rounds",
 }  # fmt: skip
-FLOATS = {"test_fraction", "source_lr", "lr", "weight_decay", "clip_norm", "tau_c"}
+FLOATS = {
+  "phantom_hard_fraction",
+  "test_fraction",
+  "source_lr",
+  "lr",
+  "weight_decay",
+  "clip_norm",
+  "tau_c",
+}
 BOOLS = {"augment", "ssft"}
 INT_LISTS = {"crop_size", "phantom_shape", "blocks_down", "patch"}
-FLOAT_LISTS = {"spacing"}
+FLOAT_LISTS = {"spacing", "phantom_shares"}
 STR_LISTS = {"splits", "drop_labels", "stratify_by"}
 
 

@@ -36,6 +36,7 @@ def generate(
   anisotropic: bool = False,
   hard_fraction: float = 0.15,
   overwrite: bool = False,
+  scanner_shares: Sequence[float] | None = None,
 ) -> Path:
   """Write n cases in MSD layout into out_dir and return it. Same seed -> same bytes.
 
@@ -43,6 +44,7 @@ def generate(
   (4.0, 1.5, 1.5) with anisotropic=True (MR; slices are also blurred along D).
   If out_dir already holds a complete phantom with the same settings, nothing is
   rewritten (file mtimes, hence preprocessing caches, stay valid) unless overwrite.
+  scanner_shares: the MR scanners' shares (A, B, C); default MR_SCANNERS' 60/30/10 %.
   """
   if domain not in ("ct", "mr"):
     raise DataError(f"--domain: expected ct or mr, got '{domain}'")
@@ -63,11 +65,13 @@ def generate(
     "hard_fraction": hard_fraction,
     "version": VERSION,
   }
+  if scanner_shares is not None:  # absent at the default: caches made before stay valid
+    settings["scanner_shares"] = [float(x) for x in scanner_shares]
   if not overwrite and _complete(out, settings):
     return out
   for sub in ("imagesTr", "labelsTr"):
     (out / sub).mkdir(parents=True, exist_ok=True)
-  specs = assign_cases(domain, n, seed, hard_fraction)
+  specs = assign_cases(domain, n, seed, hard_fraction, scanner_shares)
   affine = spl_affine(spacing, shape)
   training, cases = [], {}
   for i, spec in enumerate(specs):
@@ -110,14 +114,20 @@ def _complete(out: Path, settings: dict) -> bool:
   )
 
 
-def assign_cases(domain: str, n: int, seed: int, hard_fraction: float) -> list[CaseSpec]:
-  """Scanner labels in exact shares (rounded) and a hard subset, shuffled by seed."""
+def assign_cases(
+  domain: str, n: int, seed: int, hard_fraction: float, shares: Sequence[float] | None = None
+) -> list[CaseSpec]:
+  """Scanner labels in exact shares (rounded; default MR_SCANNERS') and a hard subset,
+  shuffled by seed."""
   rng = np.random.default_rng([seed, 7, 0 if domain == "ct" else 1])
   if domain == "ct":
     scanners = ["ct"] * n
   else:
     names = list(MR_SCANNERS)
-    counts = [int(round(MR_SCANNERS[s][0] * n)) for s in names]
+    shares = [MR_SCANNERS[s][0] for s in names] if shares is None else list(shares)
+    if len(shares) != len(names) or min(shares) < 0 or abs(sum(shares) - 1) > 1e-6:
+      raise DataError(f"scanner shares {shares}: want {len(names)} values >= 0 summing to 1")
+    counts = [int(round(f * n)) for f in shares]
     counts[0] += n - sum(counts)
     scanners = list(rng.permutation(np.repeat(names, counts)))
   hard = np.zeros(n, bool)
