@@ -115,10 +115,10 @@ def summarize(cells: Sequence[Mapping], groups: Mapping[str, str], test: Sequenc
   sd = {n: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan for n, v in dice.items()}
   noise = float(np.sqrt(np.mean([sd[n] ** 2 for n in SETS])))
   effect = float(dice["well"].mean() - dice["poor"].mean())
+  strata = sorted({groups[t] for t in test})
   by_group = {}
   for n in SETS:
     per = [c["per_case"] for c in cells if c["set"] == n]
-    strata = sorted({groups[t] for t in test})
     by_group[n] = {
       g: float(np.nanmean([p[t] for p in per for t in test if groups[t] == g])) for g in strata
     }

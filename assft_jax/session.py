@@ -12,6 +12,7 @@ pre-train the phantom source encoder).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -229,10 +230,7 @@ def _strata(cfg: config_lib.RunConfig, dataset: data_lib.Dataset) -> dict[str, s
   if not cfg.data.stratify_by:
     return None
   groups = data_lib.case_groups(dataset, cfg.data.stratify_by)
-  labeled = [c.id for c in dataset.cases if c.label is not None]
-  counts: dict[str, int] = {}
-  for c in labeled:
-    counts[groups[c]] = counts.get(groups[c], 0) + 1
+  counts = dict(collections.Counter(groups[c.id] for c in dataset.cases if c.label is not None))
   n_test = max(1, round(cfg.data.test_fraction * len(dataset.cases)))
   thin = sorted(g for g, n in counts.items() if n < 2)
   if thin or n_test < len(counts):
