@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # The CPU torch wheel sits on disk; pip must see it before any index offers a CUDA build.
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo test test-slow lint format bench power benchmark venv venv-test clean
+.PHONY: demo test test-slow lint format bench power benchmark ablations venv venv-test clean
 
 $(VENV)/.stamp-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,11 +35,12 @@ demo: venv
 	    --strategies=assft,random+ssft,dkd_asd+sup --seeds=0 --jobs=2 --out=runs/demo
 
 # The evidence benchmark (issue 10; BUILD_NOTES "Evidence"): first its statistical power
-# (resumes; runs/benchmark/power/power.json), then every arm of the paper's Table 1, both
-# controls and the ablations over 5 seeds, two cells at a time, then the report.
+# (resumes; runs/benchmark/power/power.json), then every arm of the paper's Table 1 and
+# both compute-matched controls over 5 seeds, two cells at a time, then the report.
+# `make ablations` adds the arms of Tables 6 and 7 to the same report. Both resume.
 BENCH_ARMS := lower_bound,upper_bound,random,fg_random,entropy,least_confidence,margin,$\
-  coreset,badge,sann,ugtst,cup,dkd_asd,assft,dkd_asd+sup,random+ssft,$\
-  dkd,dkd_low,asd,asd_low,asd_tau1,asd_tau1_low
+  coreset,badge,sann,ugtst,cup,dkd_asd,assft,dkd_asd+sup,random+ssft
+ABLATION_ARMS := dkd,dkd_low,asd,asd_low,asd_tau1,asd_tau1_low
 
 power: venv
 	$(PY) -m experiments.power --flagfile=experiments/flags/benchmark.flags \
@@ -48,6 +49,10 @@ power: venv
 benchmark: power
 	$(PY) -m experiments.sweep --flagfile=experiments/flags/benchmark.flags \
 	    --strategies=$(BENCH_ARMS) --seeds=0-4 --jobs=2 --out=runs/benchmark
+
+ablations: power
+	$(PY) -m experiments.sweep --flagfile=experiments/flags/benchmark.flags \
+	    --strategies=$(ABLATION_ARMS) --seeds=0-4 --jobs=2 --out=runs/benchmark
 
 test: venv-test
 	$(PY) -m pytest -q

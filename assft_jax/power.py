@@ -65,8 +65,28 @@ def choose_sets(pool: Sequence[str], groups: Mapping[str, str], k: int) -> dict[
   return {"well": well, "poor": by[strata[0]][:k]}
 
 
-def measure(cfg: config_lib.RunConfig, out: Path, k: int, steps: int, seeds: Sequence[int]) -> dict:
-  """Trains every (set, seed) cell not yet done; returns and writes OUT/power.json."""
+def run_extent(cfg: config_lib.RunConfig, pool_size: int) -> tuple[int, int]:
+  """(labeled cases by the last round, optimiser steps by then) of a run without stage 3.
+
+  cases = 1 + R·N_B; steps = (epochs_init + R·epochs_round) × steps per epoch, where an
+  epoch without --steps_per_epoch is one pass over the last round's set.
+  """
+  k = 1 + cfg.al.rounds * config_lib.budget_per_round(cfg.al.budget, pool_size)
+  spe = cfg.train.steps_per_epoch or math.ceil(k / cfg.train.batch_size)
+  return k, (cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round) * spe
+
+
+def measure(
+  cfg: config_lib.RunConfig,
+  out: Path,
+  seeds: Sequence[int],
+  k: int | None = None,
+  steps: int | None = None,
+) -> dict:
+  """Trains every (set, seed) cell not yet done; returns and writes OUT/power.json.
+
+  k and steps default to `run_extent` of the run settings.
+  """
   if not cfg.data.stratify_by:
     raise config_lib.ConfigError(
       "--stratify_by is empty: the power measurement needs the strata (e.g. scanner,hard)"
@@ -75,6 +95,9 @@ def measure(cfg: config_lib.RunConfig, out: Path, k: int, steps: int, seeds: Seq
   base = dataclasses.replace(cfg, seed=0, workdir=str(out / "split"))
   data = session_lib.open_data(base, out / "split")
   groups = data_lib.case_groups(data.dataset, cfg.data.stratify_by)
+  run_k, run_steps = run_extent(cfg, len(data.split["pool"]))
+  k = run_k if k is None else k
+  steps = run_steps if steps is None else steps
   sets = choose_sets(data.split["pool"], groups, k)
   spe = cfg.train.steps_per_epoch or math.ceil(k / cfg.train.batch_size)
   cells = []
@@ -82,6 +105,7 @@ def measure(cfg: config_lib.RunConfig, out: Path, k: int, steps: int, seeds: Seq
     for s in seeds:
       wd = out / name / f"seed_{s}"
       cell = wd_lib.read_json(wd / "cell.json")
+      _check_cell(cell, wd, sets[name], steps)
       if cell is None:
         run_cfg = dataclasses.replace(cfg, seed=s, workdir=str(wd))
         sess = session_lib.Session.open(run_cfg, wd, data)
@@ -92,6 +116,7 @@ def measure(cfg: config_lib.RunConfig, out: Path, k: int, steps: int, seeds: Seq
           "set": name,
           "seed": s,
           "ids": sets[name],
+          "steps": steps,
           "dice_mean": res["mean"],
           "per_case": {c: r["mean"] for c, r in res["per_case"].items()},
         }
@@ -102,6 +127,15 @@ def measure(cfg: config_lib.RunConfig, out: Path, k: int, steps: int, seeds: Seq
   result.update(set_size=k, steps=steps, seeds=list(seeds), sets=sets)
   atomic.write_json(out / "power.json", result)
   return result
+
+
+def _check_cell(cell: Mapping | None, wd: Path, ids: Sequence[str], steps: int) -> None:
+  """A finished cell is reused only when it measured this set for this many steps."""
+  if cell is not None and (cell.get("steps") != steps or list(cell.get("ids", ())) != list(ids)):
+    raise config_lib.ConfigError(
+      f"{wd / 'cell.json'} holds a measurement of another set or step count "
+      f"(steps {cell.get('steps')} against {steps} now); give another --out"
+    )
 
 
 def summarize(cells: Sequence[Mapping], groups: Mapping[str, str], test: Sequence[str]) -> dict:

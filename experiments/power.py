@@ -1,12 +1,14 @@
 """Measures the statistical power of a benchmark before strategies are compared.
 
   python -m experiments.power --flagfile=experiments/flags/benchmark.flags \
-      --out=runs/benchmark/power [--set_size=13] [--steps=480] [--seeds=0-4]
+      --out=runs/benchmark/power [--set_size=K] [--steps=S] [--seeds=0-4]
 
 Takes the run's flags (the data, model, training and --stratify_by settings of the
 benchmark), trains a well-chosen and a poorly chosen labeled set of --set_size cases
 from F(0) for --steps steps under each seed, and prints the training noise (SD over
-seeds), the selection effect (the difference of mean test Dice) and their ratio; the
+seeds), the selection effect (the difference of mean test Dice) and their ratio. By
+default the set is as large as a run's labeled set by its last round and the steps are
+as many as such a run trains, so the measurement follows the flagfile. The
 figures go to OUT/power.json, where `experiments.report` finds them (assft_jax/power.py
 defines the sets). Each (set, seed) cell resumes.
 """
@@ -24,8 +26,12 @@ from assft_jax import flags as run_flags
 
 run_flags.define_flags()
 flags.DEFINE_string("out", None, "Output directory (one workdir per set and seed, power.json).")
-flags.DEFINE_integer("set_size", 13, "Cases in each labeled set (a run's last-round size).")
-flags.DEFINE_integer("steps", 480, "Optimiser steps per training (a run's steps by its end).")
+flags.DEFINE_integer(
+  "set_size", None, "Cases in each labeled set (default: a run's last-round size)."
+)
+flags.DEFINE_integer(
+  "steps", None, "Optimiser steps per training (default: a run's steps by its end)."
+)
 flags.DEFINE_string("seeds", "0-4", "Training seeds, e.g. 0-4 or 0,1,2.")
 FLAGS = flags.FLAGS
 
@@ -44,7 +50,7 @@ def main(argv):
     seeds = sweep.parse_seeds(FLAGS.seeds)
     if len(seeds) < 2:
       raise config_lib.ConfigError(f"--seeds={FLAGS.seeds}: the noise SD needs two seeds or more")
-    res = power.measure(cfg, out, FLAGS.set_size, FLAGS.steps, seeds)
+    res = power.measure(cfg, out, seeds, k=FLAGS.set_size, steps=FLAGS.steps)
     for name in power.SETS:
       print(f"{name}: {100 * res['mean'][name]:.1f} ± {100 * res['sd'][name]:.1f} (Dice × 100)")
     print(

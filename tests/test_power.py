@@ -61,3 +61,35 @@ def test_summary_figures_match_numpy_and_scipy():
   b_well = np.mean([c["per_case"]["t2"] for c in cells if c["set"] == "well"])
   assert res["by_group"]["well"]["B"] == pytest.approx(b_well, rel=1e-12)
   assert res["test_groups"] == {"A": 2, "B": 1}
+
+
+def test_run_extent_follows_the_run_settings():
+  import dataclasses
+
+  from assft_jax import config as config_lib
+
+  cfg = config_lib.RunConfig(workdir="unused")
+  cfg = dataclasses.replace(
+    cfg,
+    al=dataclasses.replace(cfg.al, rounds=3, budget="5%"),
+    train=dataclasses.replace(
+      cfg.train, epochs_init=120, epochs_round=60, steps_per_epoch=1, batch_size=2
+    ),
+  )
+  # pool 75: N_B = ceil(0.05 · 75) = 4, so 1 + 3 · 4 = 13 cases; (120 + 3 · 60) · 1 = 300 steps.
+  assert power.run_extent(cfg, 75) == (13, 300)
+  # Without --steps_per_epoch an epoch is one pass over 13 cases at batch 2: 7 steps.
+  auto = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_epoch=0))
+  assert power.run_extent(auto, 75) == (13, 300 * 7)
+  # A count budget: 1 + 3 · 2 = 7 cases.
+  count = dataclasses.replace(cfg, al=dataclasses.replace(cfg.al, budget="2"))
+  assert power.run_extent(count, 75)[0] == 7
+
+
+def test_a_cell_of_other_settings_is_refused_not_reused(tmp_path):
+  ids = ["a", "b"]
+  power._check_cell(None, tmp_path, ids, 960)  # nothing yet: train it
+  power._check_cell({"ids": ids, "steps": 960}, tmp_path, ids, 960)  # the same: reuse
+  for cell in ({"ids": ids, "steps": 480}, {"ids": ["a", "c"], "steps": 960}, {"ids": ids}):
+    with pytest.raises(ConfigError, match="cell.json holds a measurement"):
+      power._check_cell(cell, tmp_path, ids, 960)
