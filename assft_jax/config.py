@@ -1,14 +1,9 @@
 """One typed, frozen config for a run, and the one declaration of every run flag (STYLE.md §3).
 
-Each field below is declared once, with `option(default, help=..., choices=...)`.
-`assft_jax.flags` defines one absl flag per field, named as the field, whose kind follows
-the field's type (str, int, float, bool; a str with choices is an enum; tuple[T, ...] is
-a comma list of T), builds the RunConfig back from the parsed flags, and `validate`
-checks the same choices. A new setting is one new field here.
-
-The help sits in the field's metadata rather than in an attribute docstring read back
-with `ast`: `dataclasses.fields` sees it at run time without this file's source, and one
-call declares the help and the choices together.
+Each field below is declared once, with `option(default, help=..., choices=...)`
+(`assft_jax.declare`). `assft_jax.flags` defines one absl flag per field, named as the
+field, whose kind follows the field's type, builds the RunConfig back from the parsed
+flags, and `validate` checks the same choices. A new setting is one new field here.
 
 `RunConfig.to_json()` is what lands in `workdir/config.json`; a rerun compares the
 two and refuses a workdir that holds another config, naming the flags that differ.
@@ -19,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import types
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from assft_jax import declare
+from assft_jax.declare import Option, option
 from assft_jax.errors import AssftError
 
 BOUNDS = ("lower_bound", "upper_bound")
@@ -34,25 +29,6 @@ and the name their summary and the report give them."""
 
 class ConfigError(AssftError, ValueError):
   """A flag value that cannot run; the message names the flag."""
-
-
-def option(
-  default: Any = dataclasses.MISSING,
-  *,
-  help: str,
-  choices: tuple[str, ...] | None = None,
-  flag: bool = True,
-) -> Any:
-  """A config field declared with its flag's help text (and its choices, for an enum).
-
-  flag=False declares a field that no flag of its own sets (al.mode, which
-  --lower_bound/--upper_bound set).
-  """
-  if not help.strip():
-    raise TypeError("every option needs help text")
-  return dataclasses.field(
-    default=default, metadata={"help": help, "choices": choices, "flag": flag}
-  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +44,16 @@ class DataConfig:
   drop_labels: tuple[str, ...] = option(
     (),
     help="Class names merged into background (AMOS-MRI drops bladder,prostate/uterus).",
+  )
+  keep_labels: tuple[str, ...] = option(
+    (),
+    help="The only classes kept (names or values, e.g. liver,spleen); every other one "
+    "becomes background. Excludes --drop_labels.",
+  )
+  label_map: tuple[str, ...] = option(
+    (),
+    help="Renames as old:new (old: a declared name or value), e.g. kidney_left:kidney,"
+    "kidney_right:kidney; equal new names merge, new name 'background' drops.",
   )
   include: str | None = option(
     None,
@@ -186,6 +172,14 @@ class ALConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  nsd_tolerance_mm: float = option(
+    2.0,
+    help="Tolerance (mm) of the normalised surface Dice reported beside Dice and HD95.",
+  )
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   workdir: str = option(help="Where the run writes everything (and resumes from).")
   seed: int = option(0, help="Seed of the split, the queries and the training.")
@@ -198,6 +192,7 @@ class RunConfig:
   model: ModelConfig = ModelConfig()
   train: TrainConfig = TrainConfig()
   al: ALConfig = ALConfig()
+  eval: EvalConfig = EvalConfig()
 
   @property
   def cache(self) -> Path:
@@ -214,80 +209,13 @@ class RunConfig:
   @classmethod
   def from_json(cls, d: Mapping[str, Any]) -> RunConfig:
     """The inverse of to_json (lists back to tuples); keys it does not declare are ignored."""
-    return _from_tree(cls, d)
-
-
-def _from_tree(cls: type, d: Mapping[str, Any]) -> Any:
-  hints = typing.get_type_hints(cls)
-  values = {}
-  for f in dataclasses.fields(cls):
-    if f.name not in d:
-      continue
-    v = d[f.name]
-    if dataclasses.is_dataclass(hints[f.name]):
-      v = _from_tree(hints[f.name], v)
-    elif isinstance(v, list):
-      v = tuple(v)
-    values[f.name] = v
-  return cls(**values)
-
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-  """One declared field of RunConfig: where it sits and how its flag parses."""
-
-  section: str | None
-  """The RunConfig field that holds it ("data", "model", "train", "al"); None for its own."""
-  name: str
-  """The field's name, which is also its flag's name."""
-  kind: type
-  """str, int, float or bool; for a list, the type of its elements."""
-  is_list: bool
-  """tuple[kind, ...]: a comma-separated list flag."""
-  default: Any
-  """The field's default; None for the required workdir."""
-  help: str
-  choices: tuple[str, ...] | None
-  flag: bool
-
-  def value(self, cfg: RunConfig) -> Any:
-    return getattr(getattr(cfg, self.section) if self.section else cfg, self.name)
-
-
-def _kind(tp: Any) -> tuple[type, bool]:
-  """(element type, is_list) of a field type such as `tuple[int, ...] | None`."""
-  if isinstance(tp, types.UnionType):  # X | None: None is the flag's "unset"
-    (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
-  is_list = typing.get_origin(tp) is tuple
-  if is_list:
-    tp, _ = typing.get_args(tp)
-  if tp not in (str, int, float, bool):
-    raise TypeError(f"no flag kind for field type {tp!r}")
-  return tp, is_list
+    return declare.from_tree(cls, d)
 
 
 @functools.cache
 def options() -> tuple[Option, ...]:
-  """Every declared field of RunConfig, in field order (its own, then data, model, train, al)."""
-  out = []
-
-  def walk(cls: type, section: str | None) -> None:
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-      if dataclasses.is_dataclass(hints[f.name]):
-        walk(hints[f.name], f.name)
-        continue
-      if "help" not in f.metadata:
-        raise TypeError(f"{cls.__name__}.{f.name}: declare it with option(...)")
-      kind, is_list = _kind(hints[f.name])
-      if f.metadata["choices"] and (kind is not str or is_list):
-        raise TypeError(f"{cls.__name__}.{f.name}: choices need a str field")
-      default = None if f.default is dataclasses.MISSING else f.default
-      meta = {k: f.metadata[k] for k in ("help", "choices", "flag")}
-      out.append(Option(section, f.name, kind, is_list, default, **meta))
-
-  walk(RunConfig, None)
-  return tuple(out)
+  """Every declared field of RunConfig, in field order (its own, then each section's)."""
+  return declare.walk(RunConfig)
 
 
 # Fields that may change between the runs of one workdir without changing its results.
@@ -305,9 +233,22 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def _defaults() -> dict[str, Any]:
+  """{"section.name": the declared default} of every field, flattened as `flatten` does."""
+  out = {}
+  for o in options():
+    key = f"{o.section}.{o.name}" if o.section else o.name
+    out[key] = list(o.default) if isinstance(o.default, tuple) else o.default
+  return out
+
+
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-  """Flag-level differences `name: old -> new`, ignoring run-control fields."""
-  a, b = flatten(old), flatten(new)
+  """Flag-level differences `name: old -> new`, ignoring run-control fields.
+
+  A field that `old` (an earlier config.json) lacks was added since that run was made, so
+  the run used its default: it reads as that default, and such a run still resumes.
+  """
+  a, b = {**_defaults(), **flatten(old)}, flatten(new)
   keys = sorted((set(a) | set(b)) - _RUN_CONTROL)
   return [f"{k.split('.')[-1]}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
@@ -370,6 +311,9 @@ def validate(cfg: RunConfig) -> None:
     )
   if al.oracle == "manifest" and not al.labels_dir:
     raise ConfigError("--oracle=manifest needs --labels_dir (where annotators put labels)")
+  tol = cfg.eval.nsd_tolerance_mm
+  if not (math.isfinite(tol) and tol >= 0):
+    raise ConfigError(f"--nsd_tolerance_mm={tol}: must be a finite distance >= 0 (mm)")
   if not 0 < cfg.data.test_fraction < 1:
     raise ConfigError(f"--test_fraction={cfg.data.test_fraction}: must be in (0, 1)")
   if not 0 <= cfg.data.phantom_hard_fraction <= 1:

@@ -1,7 +1,7 @@
 """absl flags for a run, defined from the declarations in `assft_jax.config`, and the one
 function that turns them back into a RunConfig.
 
-Every declared field is a flag of the same name (see config.py for how a field's type
+Every declared field is a flag of the same name (see declare.py for how a field's type
 picks the flag's kind). Three flags are not fields: --overwrite (a run control, not part
 of the config) and --lower_bound / --upper_bound (which set al.mode).
 
@@ -17,6 +17,7 @@ from typing import Any
 from absl import flags
 
 from assft_jax import config as config_lib
+from assft_jax.declare import Option
 
 _DEFINE = {
   str: flags.DEFINE_string,
@@ -26,7 +27,7 @@ _DEFINE = {
 }
 
 
-def _define(fv: flags.FlagValues, opt: config_lib.Option) -> None:
+def _define(fv: flags.FlagValues, opt: Option) -> None:
   if opt.is_list:
     default = None if opt.default is None else [str(x) for x in opt.default]
     flags.DEFINE_list(opt.name, default, opt.help, flag_values=fv)
@@ -66,7 +67,7 @@ def parse(argv: list[str]) -> config_lib.RunConfig:
   return config_from_flags(fv)
 
 
-def _value(opt: config_lib.Option, raw: Any) -> Any:
+def _value(opt: Option, raw: Any) -> Any:
   """A parsed flag value as the field's type; a list of numbers is checked here."""
   if not opt.is_list or raw is None:
     return raw

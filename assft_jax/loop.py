@@ -261,15 +261,30 @@ def _case_stats(stats: Mapping[str, Any], ids: Sequence[str]) -> dict[str, dict[
 
 
 def _result_row(res: Mapping[str, Any]) -> dict:
-  """engine.evaluate's result as the summary's row fields (NaN -> null in JSON); with no
-  labeled test case (e.g. an unlabeled dataset under --oracle=manifest) every field is
-  empty."""
+  """engine.evaluate's result as the summary's row fields (NaN -> null in JSON): for each
+  of dice, hd95 (mm) and nsd, <metric>_mean, _sd (over the test cases' means over their
+  classes), _per_case and _per_class; hd95_one_sided, the case-class pairs HD95 leaves out
+  (the class in only one of prediction and label: Dice and NSD 0 there), and
+  nsd_tolerance_mm. With no labeled test case (e.g. an unlabeled dataset under
+  --oracle=manifest) every metric field is empty."""
+  hd95, nsd = res["hd95"], res["nsd"]
+  return {
+    **_metric_fields("dice", res),
+    **_metric_fields("hd95", hd95),
+    "hd95_one_sided": hd95["n_one_sided"],
+    **_metric_fields("nsd", nsd),
+    "nsd_tolerance_mm": nsd["tolerance_mm"],
+  }
+
+
+def _metric_fields(name: str, res: Mapping[str, Any]) -> dict:
+  """One metric's `engine.evaluate.summarize` dict as the row's <name>_* fields."""
   scored = res["n_cases"] > 0
   return {
-    "dice_mean": _num(res["mean"]) if scored else None,
-    "dice_sd": _num(res["sd"]) if scored else None,
-    "dice_per_case": {c: v["mean"] for c, v in res["per_case"].items()} if scored else {},
-    "dice_per_class": res["per_class"] if scored else {},
+    f"{name}_mean": _num(res["mean"]) if scored else None,
+    f"{name}_sd": _num(res["sd"]) if scored else None,
+    f"{name}_per_case": {c: v["mean"] for c, v in res["per_case"].items()} if scored else {},
+    f"{name}_per_class": res["per_class"] if scored else {},
   }
 
 

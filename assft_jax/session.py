@@ -29,6 +29,8 @@ from assft_jax import config as config_lib
 from assft_jax import data as data_lib
 from assft_jax import oracle as oracle_lib
 from assft_jax import workdir as wd_lib
+from assft_jax.data.classes import parse_label_map
+from assft_jax.engine import predict as engine_predict
 from assft_jax.pool import draw_split
 
 log = logging.getLogger("assft_jax.session")
@@ -81,7 +83,7 @@ class Session:
     clock = engine.Timing()  # from here: the source encoder's pre-training is in total_s
     mesh = _mesh(cfg)
     module, variables0 = initial_model(cfg, len(data.dataset.class_names))
-    oracle = make_oracle(cfg, workdir, data)
+    oracle = make_oracle(cfg, workdir, data, module)
     return cls(cfg, Path(workdir), data, oracle, module, variables0, mesh, _clock=clock)
 
   @property
@@ -104,7 +106,7 @@ class Session:
 
   @property
   def _sw(self) -> dict:
-    return dict(roi=self.cfg.train.patch, sw_batch_size=self.cfg.train.sw_batch_size)
+    return window_settings(self.cfg)
 
   # -------------------------------------------------------------------- training
 
@@ -209,7 +211,8 @@ class Session:
       return engine.predict_labels(self.module, variables, self.volumes, list(ids), **self._sw)
 
   def evaluate(self, variables) -> dict:
-    """engine.evaluate over the test split: {mean, sd, n_cases, per_class, per_case}."""
+    """engine.evaluate over the test split: {mean, sd, n_cases, per_class, per_case},
+    with HD95 and NSD at --nsd_tolerance_mm under "hd95" and "nsd"."""
     with self._clock.phase("evaluate_s"):
       return engine.evaluate(
         self.module,
@@ -218,6 +221,7 @@ class Session:
         list(self.data.split["test"]),
         num_classes=len(self.class_names),
         class_names=self.class_names,
+        nsd_tolerance_mm=self.cfg.eval.nsd_tolerance_mm,
         **self._sw,
       )
 
@@ -268,14 +272,26 @@ def load_dataset(cfg: config_lib.RunConfig) -> data_lib.Dataset:
   return data_lib.load_index(
     root,
     d.layout,
+    label_map=parse_label_map(d.label_map),
     drop_labels=d.drop_labels,
+    keep_labels=d.keep_labels,
     require_labels=cfg.al.oracle == "ground_truth",
     include=d.include,
     splits=d.splits,
   )
 
 
-def make_oracle(cfg: config_lib.RunConfig, workdir: Path, data: RunData) -> oracle_lib.Oracle:
+def window_settings(cfg: config_lib.RunConfig) -> dict:
+  """The sliding window of every inference of a run (and of experiments.predict on its
+  model): the training patch as the window."""
+  return dict(roi=cfg.train.patch, sw_batch_size=cfg.train.sw_batch_size)
+
+
+def make_oracle(
+  cfg: config_lib.RunConfig, workdir: Path, data: RunData, module: Any = None
+) -> oracle_lib.Oracle:
+  """The run's oracle; the manifest kind gets pre-annotations from the rounds' saved
+  models of `module`'s architecture (none without a module)."""
   if cfg.al.oracle == "ground_truth":
     return oracle_lib.GroundTruthOracle(data.volumes)
   return oracle_lib.ManifestOracle(
@@ -284,7 +300,23 @@ def make_oracle(cfg: config_lib.RunConfig, workdir: Path, data: RunData) -> orac
     workdir,
     Path(cfg.al.labels_dir),
     cfg.al.annotation_dir,
+    predict=None if module is None else _query_model_outputs(cfg, workdir, module, data.volumes),
   )
+
+
+def _query_model_outputs(cfg, workdir: Path, module, volumes) -> oracle_lib.Preannotator:
+  """The manifest oracle's `predict(ids, r)`: the outputs of F(r-1), the model whose
+  scores chose round r's query, read back from round r-1's saved network (the loop hands
+  the oracle no model, and the saved one is F(r-1) also after a resume)."""
+
+  def predict(ids: Sequence[str], r: int):
+    variables = wd_lib.load_model(workdir, r - 1)
+    for cid, pred in engine_predict.iter_outputs(
+      module, variables, volumes, list(ids), **window_settings(cfg)
+    ):
+      yield cid, pred, volumes[cid].meta
+
+  return predict
 
 
 def initial_model(cfg: config_lib.RunConfig, num_classes: int):

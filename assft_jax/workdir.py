@@ -4,7 +4,8 @@ Layout:
   config.json               resolved RunConfig (a rerun with another config is refused)
   split.json                the held-out test split and the target pool
   round_XXX/query.json      queried ids and the scores that drove the choice
-  round_XXX/to_annotate.csv manifest oracle only
+  round_XXX/to_annotate.csv manifest oracle only (with the pre-annotations and the color
+                            table here too when there is no --annotation_dir)
   round_XXX/model/          the round's network (models.save_pretrained format)
   round_XXX/pool.json       the pool after the round
   round_XXX/query_slices.npz central slices of the queried cases (for the report)
@@ -72,6 +73,19 @@ def open_workdir(cfg: config_lib.RunConfig, overwrite: bool = False) -> Path:
   return wd
 
 
+def read_config(workdir: Path) -> config_lib.RunConfig:
+  """The resolved RunConfig of the run in `workdir` (its config.json).
+
+  WorkdirError, naming the folder, when it holds no run."""
+  path = Path(workdir) / "config.json"
+  if not path.is_file():
+    raise WorkdirError(f"{workdir}: not a run's workdir (no config.json)")
+  try:
+    return config_lib.RunConfig.from_json(json.loads(path.read_text()))
+  except (json.JSONDecodeError, TypeError, AttributeError) as e:
+    raise WorkdirError(f"{path}: unreadable run config ({type(e).__name__}: {e})") from None
+
+
 def last_done_round(workdir: Path) -> int | None:
   """The highest round whose DONE marker exists (rounds complete in order)."""
   done = sorted(int(p.parent.name.split("_")[1]) for p in Path(workdir).glob("round_*/DONE"))
@@ -92,16 +106,21 @@ def read_json(path: Path, default: Any = None) -> Any:
   return json.loads(path.read_text()) if path.exists() else default
 
 
+def model_dir(workdir: Path, r: int) -> Path:
+  """Where round r's network is (`models.load_pretrained` reads it)."""
+  return round_dir(workdir, r) / "model"
+
+
 def save_model(workdir: Path, r: int, module, variables) -> None:
   """The round's network, in the one checkpoint format (`models.save_pretrained`)."""
   models.save_pretrained(
-    round_dir(workdir, r) / "model", models.model_config(module), jax.device_get(variables)
+    model_dir(workdir, r), models.model_config(module), jax.device_get(variables)
   )
 
 
 def load_model(workdir: Path, r: int):
   """Variables of the network saved by `save_model` for round r."""
-  _, variables = models.load_pretrained(round_dir(workdir, r) / "model")
+  _, variables = models.load_pretrained(model_dir(workdir, r))
   return variables
 
 

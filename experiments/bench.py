@@ -1,9 +1,11 @@
 """One benchmark entry point; every comparison is measured side by side in this run.
 
-  python -m experiments.bench {model,engine,scoring,scaling,all,ops} [--json=out.json] [--quick]
+  python -m experiments.bench {model,engine,scoring,scores,scaling,all,ops} [--json=out.json]
+    [--quick]
 
-`all` = model, engine, scoring, scaling; `ops` (the layers one by one vs torch, to find
-what holds the train step back) runs only when named.
+`all` = model, engine, scoring, scores, scaling; `ops` (the layers one by one vs torch, to
+find what holds the train step back) runs only when named. `scores`: the embedding-score
+device kernels vs numpy float64, interleaved, with min/median/max.
 
 Prints a table of medians (after warm-up) and, where a reference exists (PyTorch/MONAI,
 numpy), `ratio` = JAX time / reference time: lower is better. Not a test.
@@ -24,7 +26,7 @@ from absl import app, flags
 
 from assft_jax import atomic
 
-SECTIONS = ("model", "engine", "scoring", "scaling")
+SECTIONS = ("model", "engine", "scoring", "scores", "scaling")
 EXTRA = ("ops",)
 flags.DEFINE_string("json", None, "Also write the rows as JSON here.")
 flags.DEFINE_bool("quick", False, "Fewer sizes and repeats (a smoke check of the bench).")

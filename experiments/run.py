@@ -51,7 +51,9 @@ def main(argv):
     last = summary["rounds"][-1]
     print(
       f"done: {cfg.workdir}/summary.json  ({summary['strategy']}, "
-      f"{len(summary['rounds'])} round(s), last Dice {last['dice_mean']})"
+      f"{len(summary['rounds'])} round(s), last Dice {last['dice_mean']}, "
+      f"HD95 {last.get('hd95_mean')} mm, NSD {last.get('nsd_mean')} at "
+      f"{cfg.eval.nsd_tolerance_mm:g} mm)"
     )
 
 

@@ -70,3 +70,19 @@ def test_inconsistent_ratio_is_refused(monkeypatch, tmp_path):
 def test_ratio_without_reference_is_refused():
   with pytest.raises(bench.BenchError, match="peak_ratio"):
     bench.check_rows([{"name": "mem", "jax_s": float("nan"), "peak_ratio": 1.0}])
+
+
+def test_scores_section_alternates_and_reports_spread():
+  """`scores` is a section of `all`; its timer calls the two contenders alternately (one
+  warm-up each, then REPEATS >= 5 pairs) and reports the medians, the min and max of each
+  and ratio = jax_s / ref_s. The contenders are stubs: the times are not checked."""
+  from experiments.benchmarks import scores
+
+  assert "scores" in bench.SECTIONS and scores.REPEATS >= 5
+  calls = []
+  row = scores.interleaved("stub", lambda: calls.append("jax"), "ref", lambda: calls.append("ref"))
+  assert calls == ["jax", "ref"] * (1 + scores.REPEATS)
+  for who in ("jax", "ref"):
+    assert row[f"{who}_min"] <= row[f"{who}_s"] <= row[f"{who}_max"]
+  assert row["repeats"] == scores.REPEATS and row["ref"] == "ref"
+  bench.check_rows([row])  # ratio is jax_s / ref_s

@@ -51,6 +51,27 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], int, str]]:
       str(missing),
     ),
     "data check: missing dataset": (["assft_jax.data.check", str(missing)], 1, str(missing)),
+    "predict: no --model": (
+      ["experiments.predict", f"--input={tmp}", f"--output={tmp / 'pred'}"],
+      1,
+      "--model",
+    ),
+    "predict: empty input folder": (
+      ["experiments.predict", f"--model={missing}", f"--input={tmp}", f"--output={tmp / 'p2'}"],
+      1,
+      "no *.nii.gz or *.nii files",
+    ),
+    "status: not a workdir": (["experiments.status", str(missing)], 1, str(missing)),
+    "run: unknown --keep_labels class": (
+      [
+        "experiments.run",
+        f"--flagfile={SMOKE}",
+        f"--workdir={tmp / 'wd3'}",
+        "--keep_labels=liver,heart",
+      ],
+      1,
+      "heart",
+    ),
     "phantom: bad shape": (
       ["assft_jax.data.phantom", f"--out={tmp / 'ph'}", "--domain=ct", "--shape=a,b"],
       2,

@@ -26,9 +26,11 @@ FLAG_KINDS = {
   "budget labels_dir annotation_dir",
   "int": "seed phantom_n phantom_seed init_filters dsdepth source_steps epochs_init "
   "epochs_round steps_per_epoch batch_size devices sw_batch_size rounds",
-  "float": "test_fraction phantom_hard_fraction source_lr lr weight_decay clip_norm tau_c",
+  "float": "test_fraction phantom_hard_fraction source_lr lr weight_decay clip_norm tau_c "
+  "nsd_tolerance_mm",
   "bool": "overwrite augment ssft lower_bound upper_bound",
-  "comma separated list of strings": "splits drop_labels stratify_by crop_size spacing "
+  "comma separated list of strings": "splits drop_labels keep_labels label_map stratify_by "
+  "crop_size spacing "
   "phantom_shape phantom_shares blocks_down patch",
   "string enum": "pipeline phantom_domain norm conv_impl precision init_pick oracle stage3",
 }
@@ -47,6 +49,7 @@ SECTIONS = {
   "model": config_lib.ModelConfig,
   "train": config_lib.TrainConfig,
   "al": config_lib.ALConfig,
+  "eval": config_lib.EvalConfig,
 }
 
 
@@ -114,6 +117,8 @@ def test_enum_flag_refuses_a_value_outside_its_choices():
     (["--oracle=manifest"], "--oracle=manifest needs --labels_dir"),
     (["--stage3=supervised"], "--stage3=supervised is the control without pseudo-labels"),
     (["--stage3=supervised", "--ssft"], "it needs --nossft"),
+    (["--nsd_tolerance_mm=-1"], "--nsd_tolerance_mm=-1.0: must be a finite distance >= 0"),
+    (["--nsd_tolerance_mm=inf"], "--nsd_tolerance_mm=inf: must be a finite distance >= 0"),
   ],
 )
 def test_bad_flags_name_themselves(argv, needle):
@@ -148,6 +153,25 @@ def test_from_json_inverts_to_json():
   cfg = parse(f"--flagfile={SMOKE}", "--spacing=1.5,1.5,2", "--clip_norm=1", "--upper_bound")
   back = config_lib.RunConfig.from_json(json.loads(json.dumps(cfg.to_json())))
   assert back == cfg and back.data.spacing == (1.5, 1.5, 2.0)
+
+
+def test_a_config_json_without_a_newer_field_resumes_as_its_default():
+  """A field added since a run was made (e.g. --keep_labels) is not a difference when the
+  new config keeps its default, and is one when it does not."""
+  new = parse("--keep_labels=liver").to_json()
+  old = parse().to_json()
+  del old["data"]["keep_labels"], old["eval"]
+  assert config_lib.config_diff(old, parse().to_json()) == []
+  assert config_lib.config_diff(old, new) == ["keep_labels: [] -> ['liver']"]
+  tol = parse("--nsd_tolerance_mm=1").to_json()
+  assert config_lib.config_diff(old, tol) == ["nsd_tolerance_mm: 2.0 -> 1.0"]
+
+
+def test_class_selection_flags_parse():
+  cfg = parse("--keep_labels=liver,3", "--label_map=kidney_left:kidney,kidney_right:kidney")
+  assert cfg.data.keep_labels == ("liver", "3")
+  assert cfg.data.label_map == ("kidney_left:kidney", "kidney_right:kidney")
+  assert parse().eval.nsd_tolerance_mm == 2.0
 
 
 def test_option_needs_help():

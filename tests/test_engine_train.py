@@ -227,3 +227,112 @@ def test_deep_supervision_step_matches_numpy_reference(setup, tmp_path):
   assert abs(losses[2] - losses[1]) > 1e-3, losses
   assert evals[2].shape == evals[1].shape == (2, S, S, S, 2)
   np.testing.assert_allclose(evals[2], evals[1], rtol=1e-6, atol=1e-6)
+
+
+# ---- no host sync per step (issue 13 §4) ---------------------------------------------
+
+
+def _counting(step):
+  """The step, counting its calls in `.calls`."""
+
+  def counted(*args, **kwargs):
+    counted.calls += 1
+    return step(*args, **kwargs)
+
+  counted.calls = 0
+  counted.jitted = step.jitted
+  return counted
+
+
+def test_metrics_read_only_every_k_steps(setup, monkeypatch):
+  """Every device-to-host read of a jax.Array goes through its `_value` property (float,
+  int, np.asarray, jax.device_get alike); recording how many steps had been dispatched at
+  each read shows the loop reads at the start (the step counter), after every k = 3
+  steps and at each epoch's end (steps 7 and 14), never per step."""
+  module, variables, tx, step = setup
+  counted = _counting(step)
+  seen = []
+  array_type = type(jax.numpy.zeros(()))
+  value = array_type._value.fget
+
+  def recording(self):
+    seen.append(counted.calls)
+    return value(self)
+
+  state = create_state(variables, tx)
+  monkeypatch.setattr(array_type, "_value", property(recording))
+  _, hist = fine_tune(
+    state, counted, loader(9), 2, 7, jax.random.key(0), progress=False, sync_every=3
+  )
+  monkeypatch.undo()
+  assert counted.calls == 14 and len(hist) == 2
+  assert sorted(set(seen)) == [0, 3, 6, 7, 10, 13, 14]
+  with pytest.raises(ValueError, match="sync_every must be >= 1"):
+    fine_tune(state, step, loader(9), 1, 1, jax.random.key(0), progress=False, sync_every=0)
+
+
+def test_same_state_and_history_as_reading_every_step(setup):
+  """Reading every 4 steps gives bit-identical parameters, BatchNorm statistics, optimizer
+  state and epoch records to reading every step, and to calling the step by hand."""
+  module, variables, tx, step = setup
+  runs = [
+    fine_tune(
+      create_state(variables, tx),
+      step,
+      loader(10),
+      2,
+      5,
+      jax.random.key(4),
+      progress=False,
+      sync_every=k,
+    )
+    for k in (1, 4)
+  ]
+  state, rng, batches = create_state(variables, tx), jax.random.key(4), loader(10)
+  for _ in range(10):
+    state, _ = step(state, next(batches), rng)
+  assert runs[0][1] == runs[1][1]
+  for got in (runs[1][0], state):
+    assert jax.tree.structure(got) == jax.tree.structure(runs[0][0])
+    for a, b in zip(jax.tree.leaves(_host(runs[0][0])), jax.tree.leaves(_host(got))):
+      np.testing.assert_array_equal(a, b)
+
+
+def test_nan_stop_names_first_bad_step_between_reads(setup, tmp_path):
+  """k = 5, a NaN batch at step 2 of 8 and good batches after it: the read after step 5
+  finds it; the error names step 2 and carries the state after steps 0-1 exactly (steps
+  3-4 ran halted and changed nothing), and the log's last line is step 2's."""
+  module, variables, tx, step = setup
+  good = [phantom_batch(np.random.default_rng(20 + i), 2) for i in range(8)]
+  nan = dict(good[2], image=np.full((2, S, S, S, 1), np.nan, np.float32))
+  drawn = []
+
+  def batches():
+    for i, b in enumerate(good[:2] + [nan] + good[3:]):
+      drawn.append(i)
+      yield b
+
+  with pytest.raises(TrainingDiverged, match=r"stage 'r3 labeled', at global step 2 ") as ei:
+    fine_tune(
+      create_state(variables, tx),
+      step,
+      batches(),
+      1,
+      8,
+      jax.random.key(0),
+      round_=3,
+      desc="r3 labeled",
+      log_path=tmp_path / "log.jsonl",
+      progress=False,
+      sync_every=5,
+    )
+  err = ei.value
+  assert (err.step, err.epoch) == (2, 0) and not np.isfinite(err.metrics["loss"])
+  assert drawn == [0, 1, 2, 3, 4]  # read after step 5
+  ref = create_state(variables, tx)
+  for b in good[:2]:
+    ref, _ = step(ref, b, jax.random.key(0))
+  for a, b in zip(jax.tree.leaves(_host(ref)), jax.tree.leaves(_host(err.state))):
+    np.testing.assert_array_equal(a, b)
+  last = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+  assert last["diverged"] and last["step"] == 2

@@ -27,7 +27,8 @@ PAPER = {
 }
 
 # config.json of `--workdir=x` alone, as the runs of the paper reproduction wrote it. A
-# change here is a change of every workdir's config: old runs would refuse to resume.
+# changed value here is a change of every workdir's config: old runs would refuse to
+# resume (a new field is not: `config_diff` reads its absence as its default).
 DEFAULTS = {
   "workdir": "x",
   "seed": 0,
@@ -36,6 +37,8 @@ DEFAULTS = {
     "data_dir": None,
     "layout": "auto",
     "drop_labels": [],
+    "keep_labels": [],
+    "label_map": [],
     "include": None,
     "splits": ["training"],
     "pipeline": "paper",
@@ -88,6 +91,7 @@ DEFAULTS = {
     "annotation_dir": None,
     "mode": "al",
   },
+  "eval": {"nsd_tolerance_mm": 2.0},
 }
 
 # How a flagfile value reads, by flag name; every other flag is a plain string.
@@ -104,11 +108,12 @@ FLOATS = {
   "weight_decay",
   "clip_norm",
   "tau_c",
+  "nsd_tolerance_mm",
 }
 BOOLS = {"augment", "ssft"}
 INT_LISTS = {"crop_size", "phantom_shape", "blocks_down", "patch"}
 FLOAT_LISTS = {"spacing", "phantom_shares"}
-STR_LISTS = {"splits", "drop_labels", "stratify_by"}
+STR_LISTS = {"splits", "drop_labels", "keep_labels", "label_map", "stratify_by"}
 
 
 def expected_config(lines: list[str]) -> dict:

@@ -180,8 +180,8 @@ def test_manifest_oracle_waits_for_labels_then_continues(tmp_path, cache):
   assert "Traceback" not in proc.stderr and "missing label files (1)" in proc.stderr
   manifest = wd / "round_000" / "to_annotate.csv"
   rows = manifest.read_text().splitlines()
-  assert rows[0] == "case_id,image,label" and len(rows) == 2
-  case_id, image, label = rows[1].split(",")
+  assert rows[0] == "case_id,image,label,preannotation,uncertainty,color_table" and len(rows) == 2
+  case_id, image, label, *_ = rows[1].split(",")
   assert Path(label) == labels_dir / f"{case_id}.nii.gz"
   assert (tmp_path / "to_label" / Path(image).name).exists()
 
@@ -194,7 +194,7 @@ def test_manifest_oracle_waits_for_labels_then_continues(tmp_path, cache):
   assert (wd / "round_000" / "DONE").exists()
   rows = (wd / "round_001" / "to_annotate.csv").read_text().splitlines()[1:]
   assert len(rows) == 2 and "missing label files (2)" in str(e.value)
-  (a, _, la), (b, _, lb) = (r.split(",") for r in rows)
+  (a, _, la, *_), (b, _, lb, *_) = (r.split(",") for r in rows)
   # One valid label, one on the wrong grid: the invalid one is named, nothing is lost.
   shutil.copy(gt[a], la)
   _write_wrong_shape(lb)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from assft_jax import strategies
-from assft_jax.scoring import assft
+from assft_jax.scoring import assft, embed_kernels
 from assft_jax.strategies import Pool, StrategyError, register
 
 ALL = [
@@ -175,7 +175,8 @@ SCORE_NAMES = {"dkd_asd": {"dkd", "Q"}, "assft": {"dkd", "Q"}, "dkd": {"dkd"}, "
 def test_selection_scores_cover_the_candidates(name):
   """Each strategy returns the scores it ranked by (beyond stats keys), for every
   queryable case as python floats; DKD and Q are exactly scoring.assft's over the
-  candidates in pool order (the query record relies on this)."""
+  candidates in pool order: embed_kernels' float32 DKD and scoring.assft's Q of it (the
+  query record relies on this)."""
   stats = make_stats()
   pool = make_pool(stats["ids"])
   sel = strategies.get(name).select(stats, pool, 4, np.random.default_rng(3), r=1, R=5)
@@ -185,7 +186,7 @@ def test_selection_scores_cover_the_candidates(name):
     assert all(type(v) is float for v in values.values())
   if sel.scores:
     rows = [stats["ids"].index(i) for i in pool.queryable]
-    dkd = assft.dkd(stats["emb_0"][rows], stats["emb_r"][rows])
+    dkd = np.asarray(embed_kernels.dkd(stats["emb_0"][rows], stats["emb_r"][rows]))
     assert list(sel.scores["dkd"].values()) == dkd.tolist()
     if "Q" in sel.scores:
       q = assft.query_score(dkd, stats["asd"][rows])

@@ -8,6 +8,7 @@ from scipy.stats import rankdata
 
 from assft_jax import strategies
 from assft_jax.pool import Pool
+from assft_jax.scoring import assft
 from assft_jax.strategies import StrategyError, n_su, select_reliable
 
 
@@ -79,6 +80,9 @@ def test_dkd_asd_scores_only_the_queryable_cases():
     w = np.arange(c, 0, -1)  # weight k = c - j for the j-th earlier case
     pd[order[c]] = np.sum(w * (1 - un[order[:c]] @ un[order[c]])) / w.sum()
   dkd = pakd * pd
+  # The float64 definition (scoring.assft) is this rewrite; the strategies use the
+  # float32 device kernels, held to the issue-13 contract of 1e-5 relative to it.
+  np.testing.assert_allclose(assft.dkd(e0, er), dkd, rtol=1e-10)
   n = len(q)
   score = (rankdata(dkd) - 1) / (n - 1) + (rankdata(stats["asd"][q]) - 1) / (n - 1)
   want = [pool.queryable[i] for i in np.argsort(-score, kind="stable")[:5]]
@@ -86,10 +90,10 @@ def test_dkd_asd_scores_only_the_queryable_cases():
     sel = strategies.get(name).select(stats, pool, 5, np.random.default_rng(0))
     assert sel.ids == want
     assert set(sel.scores) == {"dkd", "Q"}
-    np.testing.assert_allclose([sel.scores["dkd"][i] for i in pool.queryable], dkd, rtol=1e-10)
+    np.testing.assert_allclose([sel.scores["dkd"][i] for i in pool.queryable], dkd, rtol=1e-5)
     np.testing.assert_allclose([sel.scores["Q"][i] for i in pool.queryable], score, atol=1e-12)
   for name, ranked in (("dkd", np.argsort(-dkd)), ("dkd_low", np.argsort(dkd))):
     sel = strategies.get(name).select(stats, pool, 3, np.random.default_rng(0))
     assert sel.ids == [pool.queryable[i] for i in ranked[:3]]
     assert set(sel.scores) == {"dkd"}
-    np.testing.assert_allclose([sel.scores["dkd"][i] for i in pool.queryable], dkd, rtol=1e-10)
+    np.testing.assert_allclose([sel.scores["dkd"][i] for i in pool.queryable], dkd, rtol=1e-5)

@@ -1,11 +1,13 @@
 """Dataset check: every problem at once, or a fingerprint when the data is usable.
 
     python -m assft_jax.data.check DATA_DIR [--layout auto] [--drop_labels a,b]
+        [--keep_labels a,b] [--label_map old:new,...]
 
 Reads every voxel (NaN/inf, non-integer labels, labels outside the declared classes)
 on top of the header checks of `load_index`. Exit 1 after printing all problems (one
 line per file, on stderr, no traceback); exit 0 prints the fingerprint: number of
-cases, shapes, spacings, intensity percentiles, class voxel frequencies.
+cases, shapes, spacings, intensity percentiles, class voxel frequencies (of the classes
+left by the class selection flags, which mean what the run's flags of the same names do).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .classes import parse_label_map
 from .datasets import Dataset, scan_index
 from .errors import DataError
 from .validate import problem_files, read_cases
@@ -95,17 +98,25 @@ def main(argv: Sequence[str] | None = None) -> int:
   ap.add_argument("--layout", default="auto")
   ap.add_argument("--drop_labels", default="", help="comma-separated class names/values")
   ap.add_argument(
+    "--keep_labels", default="", help="the only classes kept (names/values); others: background"
+  )
+  ap.add_argument(
+    "--label_map", default="", help="comma-separated old:new renames (equal names merge)"
+  )
+  ap.add_argument(
     "--allow_unlabeled", action="store_true", help="cases without a label are fine (unlabeled pool)"
   )
   ap.add_argument("--json", action="store_true", help="print the fingerprint as JSON")
   args = ap.parse_args(argv)
-  drop = [d for d in args.drop_labels.split(",") if d]
+  words = lambda text: [w for w in text.split(",") if w]
   fp = None
   try:
     ds, problems = scan_index(
       args.data_dir,
       args.layout,
-      drop_labels=drop,
+      parse_label_map(words(args.label_map)),
+      words(args.drop_labels),
+      keep_labels=words(args.keep_labels),
       validate="header",
       require_labels=not args.allow_unlabeled,
     )

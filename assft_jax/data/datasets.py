@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .classes import remap_classes
 from .errors import DataError
 from .validate import duplicate_problems, header_problems, problem_files, read_cases
 
@@ -83,6 +84,7 @@ def load_index(
   label_map: Mapping[str | int, str] | None = None,
   drop_labels: Sequence[str | int] = (),
   *,
+  keep_labels: Sequence[str | int] = (),
   validate: str = "header",
   require_labels: bool = True,
   include: str | None = None,
@@ -95,7 +97,8 @@ def load_index(
 
   label_map renames classes ({old name or value: new name}; equal new names merge,
   "background" drops); drop_labels lists classes (name or value) that become
-  background. Remaining classes are renumbered contiguously in their original order.
+  background; keep_labels, the only classes that stay (see `data.classes`). Remaining
+  classes are renumbered contiguously in their original order.
   Missing labels are errors unless require_labels=False (then Case.label is None).
   include: a regex; only case ids that fully match it are kept (e.g. AMOS22 MRI
   cases are r"amos_0[5-9]\d\d"). splits: the dataset.json lists read by the msd
@@ -107,6 +110,7 @@ def load_index(
     layout,
     label_map,
     drop_labels,
+    keep_labels=keep_labels,
     validate=validate,
     require_labels=require_labels,
     include=include,
@@ -125,6 +129,7 @@ def scan_index(
   label_map=None,
   drop_labels=(),
   *,
+  keep_labels=(),
   validate="header",
   require_labels=True,
   include=None,
@@ -160,7 +165,7 @@ def scan_index(
   if validate != "none":
     for c in cases:
       problems += header_problems(c.image, c.label, masks)
-  names, lut = remap_classes(classes, label_map, drop_labels)
+  names, lut = remap_classes(classes, label_map, drop_labels, keep_labels)
   ds = Dataset(tuple(cases), names, modality, root, layout, lut, masks)
   if validate == "full":
     skip = problem_files(problems)  # a file with a header problem is not read again
@@ -355,36 +360,6 @@ _READERS = {
   "flare21": _read_flare21,
   "generic": _read_generic,
 }
-
-
-def remap_classes(
-  classes: Sequence[str], label_map: Mapping | None, drop: Sequence[str | int]
-) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
-  """New class names and a lookup table old value -> new index."""
-  if not label_map and not drop:
-    return tuple(classes), None
-
-  def key_to_value(k, what):
-    if isinstance(k, (int, np.integer)) or (isinstance(k, str) and k.isdigit()):
-      v = int(k)
-      if 0 <= v < len(classes):
-        return v
-    elif k in classes:
-      return classes.index(k)
-    raise DataError(f"{what}: unknown class '{k}' (classes: {', '.join(classes)})")
-
-  new_name = list(classes)
-  for k, v in (label_map or {}).items():
-    new_name[key_to_value(k, "label_map")] = str(v)
-  for k in drop:
-    new_name[key_to_value(k, "drop_labels")] = "background"
-  new_name[0] = "background"
-  names = ["background"]
-  for n in new_name[1:]:
-    if n != "background" and n not in names:
-      names.append(n)
-  lut = tuple(names.index(n) for n in new_name)
-  return tuple(names), lut
 
 
 def case_groups(dataset: Dataset, fields: Sequence[str]) -> dict[str, str]:

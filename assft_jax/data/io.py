@@ -144,14 +144,18 @@ def inverse_ornt(xform) -> np.ndarray:
   return nib.orientations.ornt_transform(identity, np.asarray(xform, float))
 
 
-def to_source_grid(pred: np.ndarray, meta: dict) -> np.ndarray:
-  """Undo crop/pad, resampling and reorientation (in that order) of a [D, H, W]
-  array in the preprocessed grid. Returns an array in the source file's voxel grid."""
-  arr = np.asarray(pred)
+def to_source_grid(arr: np.ndarray, meta: dict, order: int = 0, fill: float = 0) -> np.ndarray:
+  """Undo crop/pad, resampling and reorientation (in that order) of a [D, H, W] array
+  in the preprocessed grid. Returns an array in the source file's voxel grid.
+
+  order: 0 (nearest) for labels, 1 (linear) for continuous maps; `fill` goes where the
+  crop did not cover the source (the model saw nothing there).
+  """
+  arr = np.asarray(arr)
   if "crop_start" in meta:
-    arr = uncrop(arr, meta["crop_start"], meta["grid_shape"])
+    arr = uncrop(arr, meta["crop_start"], meta["grid_shape"], fill)
   if "oriented_shape" in meta:
-    arr = resample_to_shape(arr, meta["oriented_shape"], order=0)
+    arr = resample_to_shape(arr, meta["oriented_shape"], order=order)
   arr = nib.orientations.apply_orientation(arr, inverse_ornt(meta["ornt"]))
   if list(arr.shape) != list(meta["source_shape"]):
     raise DataError(
@@ -167,13 +171,39 @@ def save_prediction(pred: np.ndarray, meta: dict, out_path: str | os.PathLike) -
   original scan in 3D Slicer / ITK-SNAP. Written atomically."""
   arr = to_source_grid(pred, meta)
   dtype = np.uint8 if arr.size == 0 or (arr.min() >= 0 and arr.max() < 256) else np.int16
+  return _save_in_source(arr.astype(dtype), meta, out_path)
+
+
+def save_map(arr: np.ndarray, meta: dict, out_path: str | os.PathLike) -> Path:
+  """A float map [D, H, W] on the preprocessed grid (e.g. the voxel entropy) as float32
+  NIfTI in the source grid and affine. Resampled back linearly (a continuous quantity;
+  nearest would make blocks), 0 outside the crop. Written atomically."""
+  arr = to_source_grid(np.asarray(arr, np.float32), meta, order=1, fill=0.0)
+  return _save_in_source(arr.astype(np.float32), meta, out_path)
+
+
+def save_probabilities(probs: np.ndarray, meta: dict, out_path: str | os.PathLike) -> Path:
+  """Class probabilities probs [D, H, W, C] on the preprocessed grid as a 4D float32
+  NIfTI [X, Y, Z, C] in the source grid and affine. Each class is resampled linearly,
+  which keeps the sum over C at 1; outside the crop background is 1, the rest 0 (what
+  the label map says there). Written atomically."""
+  probs = np.asarray(probs, np.float32)
+  maps = [
+    to_source_grid(probs[..., c], meta, order=1, fill=float(c == 0)) for c in range(probs.shape[-1])
+  ]
+  return _save_in_source(np.stack(maps, axis=-1).astype(np.float32), meta, out_path)
+
+
+def _save_in_source(arr: np.ndarray, meta: dict, out_path: str | os.PathLike) -> Path:
+  """arr [X, Y, Z(, C)] already in the source voxel grid -> NIfTI with the source's
+  affine (and header, when the source file is still there), data stored unscaled."""
   affine = np.asarray(meta["source_affine"], float)
   header = None
   src = Path(meta.get("path", ""))
   if src.is_file():
     header = nib.load(str(src)).header.copy()
-  img = nib.Nifti1Image(arr.astype(dtype), affine, header=header)
-  img.set_data_dtype(dtype)
+  img = nib.Nifti1Image(arr, affine, header=header)
+  img.set_data_dtype(arr.dtype)
   img.header.set_slope_inter(1, 0)
   img.set_qform(affine, code=1)
   img.set_sform(affine, code=1)

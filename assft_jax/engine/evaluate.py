@@ -4,6 +4,12 @@ Per case and foreground class c: Dice = 2|P_c ∩ G_c| / (|P_c| + |G_c|); a clas
 from both the ground truth and the prediction is excluded (NaN), not counted as 1.
 The case score is the mean over its remaining classes; the report gives mean ± SD over
 cases (SD with ddof=1, the sample SD; 0 for a single case) and the per-class means.
+
+With a tolerance, HD95 (mm) and NSD (`engine.surface`, MONAI's definitions) are scored
+beside Dice on the evaluated grid, and summarised by the same rule: NaN left out of every
+mean. HD95 is NaN where a class is in only one of prediction and ground truth (MONAI);
+those case-class pairs are counted (`n_one_sided`) instead of poisoning the mean.
+Evaluation runs once per round on the test split, never in training or scoring.
 Predictions can be written as NIfTI in the source geometry (`data.io.save_prediction`).
 """
 
@@ -19,6 +25,7 @@ import numpy as np
 from flax import linen as nn
 
 from assft_jax.engine.predict import iter_predictions
+from assft_jax.engine.surface import surface_metrics
 
 
 def dice_per_class(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
@@ -36,9 +43,13 @@ def dice_per_class(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.
 
 
 def summarize(
-  per_class: np.ndarray, ids: Sequence[str], class_names: Sequence[str] | None = None
+  per_class: np.ndarray,
+  ids: Sequence[str],
+  class_names: Sequence[str] | None = None,
+  metric: str = "dice",
 ) -> dict[str, Any]:
-  """per_class [N, C-1] (NaN = excluded) -> the report dict (JSON-able)."""
+  """per_class [N, C-1] (NaN = excluded) -> the report dict (JSON-able): mean, sd and
+  n_cases over the case means, per_class, per_case {id: {"mean", metric: {class: v}}}."""
   per_class = np.asarray(per_class, float).reshape(len(ids), -1)
   n_cls = per_class.shape[1]
   names = (
@@ -56,7 +67,7 @@ def summarize(
     "n_cases": int(len(scored)),
     "per_class": {n: _f(v) for n, v in zip(names, cls_mean)},
     "per_case": {
-      cid: {"mean": _f(m), "dice": {n: _f(v) for n, v in zip(names, row)}}
+      cid: {"mean": _f(m), metric: {n: _f(v) for n, v in zip(names, row)}}
       for cid, m, row in zip(ids, case_mean, per_class)
     },
   }
@@ -79,12 +90,17 @@ def evaluate(
   overlap: float = 0.5,
   mode: str = "gaussian",
   sw_batch_size: int = 4,
+  nsd_tolerance_mm: float | None = None,
 ) -> dict[str, Any]:
-  """Sliding-window predictions of `ids` (volumes with labels) scored by `summarize`.
+  """Sliding-window predictions of `ids` (volumes with labels) scored by `summarize`:
+  the Dice report dict at the top level.
 
-  With out_dir, writes `<out_dir>/<id>.nii.gz` in the source grid (needs Volume.meta).
+  With nsd_tolerance_mm, also "hd95" and "nsd" (each a `summarize` dict over the same
+  cases; "hd95" adds n_one_sided, "nsd" its tolerance_mm), on the voxel size of each
+  volume's `meta["spacing"]` (mm along the array axes). With out_dir, writes
+  `<out_dir>/<id>.nii.gz` in the source grid (needs Volume.meta).
   """
-  rows = []
+  dice, hd95, nsd = [], [], []
   for cid, pred in iter_predictions(
     module,
     variables,
@@ -98,10 +114,30 @@ def evaluate(
     vol = volumes[cid]
     if getattr(vol, "label", None) is None:
       raise ValueError(f"case {cid!r} has no label to evaluate against")
-    rows.append(dice_per_class(pred, vol.label, num_classes))
+    dice.append(dice_per_class(pred, vol.label, num_classes))
+    if nsd_tolerance_mm is not None:
+      spacing = (getattr(vol, "meta", None) or {}).get("spacing")
+      if spacing is None:
+        raise ValueError(f"case {cid!r}: no meta['spacing'] for the surface metrics")
+      h, n = surface_metrics(pred, vol.label, num_classes, spacing, nsd_tolerance_mm)
+      hd95.append(h)
+      nsd.append(n)
     if out_dir is not None:
       write_prediction(pred, vol, Path(out_dir) / f"{cid}.nii.gz")
-  return summarize(np.stack(rows) if rows else np.zeros((0, num_classes - 1)), ids, class_names)
+  dice, hd95, nsd = (_stack(x, num_classes) for x in (dice, hd95, nsd))
+  out = summarize(dice, ids, class_names)
+  if nsd_tolerance_mm is not None:
+    out["hd95"] = summarize(hd95, ids, class_names, "hd95")
+    # HD95 NaN where Dice is not: the class is in exactly one of prediction and label.
+    out["hd95"]["n_one_sided"] = int((np.isnan(hd95) & ~np.isnan(dice)).sum())
+    out["nsd"] = summarize(nsd, ids, class_names, "nsd")
+    out["nsd"]["tolerance_mm"] = float(nsd_tolerance_mm)
+  return out
+
+
+def _stack(rows: list[np.ndarray], num_classes: int) -> np.ndarray:
+  """[N, C-1] from N rows of [C-1]; [0, C-1] when there are none."""
+  return np.stack(rows) if rows else np.zeros((0, num_classes - 1))
 
 
 def write_prediction(pred: np.ndarray, volume: Any, path: str | os.PathLike) -> Path:

@@ -36,7 +36,8 @@ from assft_jax.engine.losses import dice_ce_loss
 from assft_jax.errors import AssftError
 
 State = dict[str, Any]
-StepFn = Callable[[State, Mapping[str, Any], jax.Array], tuple[State, dict]]
+StepFn = Callable[..., tuple[State, dict]]  # (state, batch, rng, halt=None) -> (state, metrics)
+SYNC_EVERY = 25  # fine_tune's default steps between reads of the metrics (see there)
 
 
 class TrainingDiverged(AssftError, RuntimeError):
@@ -171,14 +172,18 @@ def make_train_step(
   augment_cfg: Any = None,
   ignore_index: int | None = None,
 ) -> StepFn:
-  """step(state, batch, rng) -> (state, metrics).
+  """step(state, batch, rng, halt=None) -> (state, metrics).
 
   batch: {"image": [B, D, H, W, Cin] f32, "label": [B, D, H, W] int} on the host or
   already sharded; B must divide by the mesh size. rng: a base key; the step uses
   fold_in(rng, state["step"]) (for the augmentation when `augment_cfg` is given).
   The state argument is donated. A non-finite loss or gradient leaves the state
   unchanged (metrics["finite"] = False); `fine_tune` turns that into TrainingDiverged.
-  metrics: loss, dice_loss, ce, dice (hard batch Dice), grad_norm, finite.
+  halt: a device bool scalar (None = False); when True the step applies nothing either.
+  `fine_tune` reads the metrics only every k steps, so it carries halt = "a step since the
+  last read was non-finite" on the device: the state then stays the last good one.
+  metrics: loss, dice_loss, ce, dice (hard batch Dice), grad_norm, finite (this step's
+  loss and gradient, whatever `halt`).
   `step.jitted` is the jitted function (`step.jitted._cache_size()` = compilations).
   Remat of the encoder levels is a model option (SegResNetDS(remat=True)).
   """
@@ -198,7 +203,7 @@ def make_train_step(
     loss, metrics = dice_ce_loss(out, label, num_classes, ignore_index, ds_weights)
     return loss, (metrics, mut.get("batch_stats", batch_stats))
 
-  def _step(state, batch, rng):
+  def _step(state, batch, rng, halt):
     rng = jax.random.fold_in(rng, state["step"])
     image, label = batch["image"], batch["label"]
     if augment is not None:
@@ -215,19 +220,24 @@ def make_train_step(
       "step": state["step"] + 1,
     }
     gnorm = optax.global_norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(gnorm)
-    # a diverged step is not applied: the returned state stays the last good one even
-    # though the input buffers were donated.
-    new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
-    return new, dict(metrics, grad_norm=gnorm, finite=ok)
+    finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+    # a diverged (or halted) step is not applied: the returned state stays the last good
+    # one even though the input buffers were donated.
+    new = jax.tree.map(lambda n, o: jnp.where(finite & ~halt, n, o), new, state)
+    return new, dict(metrics, grad_norm=gnorm, finite=finite)
 
   jitted = jax.jit(
-    _step, in_shardings=(repl, data, repl), out_shardings=(repl, repl), donate_argnums=(0,)
+    _step,
+    in_shardings=(repl, data, repl, repl),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
   )
+  go = jax.device_put(jnp.zeros((), bool), repl)
 
-  def step(state: State, batch: Mapping[str, Any], rng: jax.Array):
+  def step(state: State, batch: Mapping[str, Any], rng: jax.Array, halt: jax.Array | None = None):
     state = jax.device_put(state, repl)
-    return jitted(state, shard_batch(batch, mesh), jax.device_put(rng, repl))
+    halt = go if halt is None else jax.device_put(halt, repl)
+    return jitted(state, shard_batch(batch, mesh), jax.device_put(rng, repl), halt)
 
   step.jitted = jitted
   step.mesh = mesh
@@ -256,6 +266,7 @@ def fine_tune(
   desc: str = "",
   diverged_dir: str | os.PathLike | None = None,
   progress: bool = True,
+  sync_every: int = SYNC_EVERY,
 ) -> tuple[State, list[dict]]:
   """Runs `epochs * steps_per_epoch` steps drawing batches from `loader`.
 
@@ -265,17 +276,29 @@ def fine_tune(
   TrainingDiverged carrying the last good state; with `diverged_dir` that state is first
   saved there (orbax, `restore_state(diverged_dir)` reads it back). Nothing is written
   to `diverged_dir` otherwise: the caller saves the final state it keeps.
+
+  The metrics stay on the device and are read every `sync_every` steps and at each
+  epoch's end, one transfer for all the steps since the last read; no step waits for the
+  one before, so an accelerator's queue never drains. A non-finite step halts the steps
+  after it on the device (`make_train_step`'s halt) until the read finds it: the error
+  then names that first bad step and carries the state from before it. The default 25
+  moves the progress bar every 25 steps, computes at most 24 steps in vain after a
+  divergence, and keeps at most 25 batches queued on the device.
   """
+  if sync_every < 1:
+    raise ValueError(f"fine_tune: sync_every must be >= 1, got {sync_every}")
   desc = desc or f"round {round_}"
   it = iter(loader)
   history: list[dict] = []
   log = Path(log_path) if log_path else None
   bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
+  start = int(state["step"])  # the global step counter: read once, then counted here
+  halt = jnp.zeros((), bool)
+  pending: list[tuple[int, dict]] = []  # (global step, device metrics) since the last read
   try:
     for epoch in range(epochs):
       sums: dict[str, float] = defaultdict(float)
       for i in range(steps_per_epoch):
-        before = int(state["step"])
         batch = next(it, None)
         if batch is None:
           raise ValueError(
@@ -283,23 +306,28 @@ def fine_tune(
             f"must yield epochs * steps_per_epoch = "
             f"{epochs * steps_per_epoch} batches"
           )
-        state, metrics = step(state, batch, rng)
-        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not m.pop("finite"):
-          if log is not None:
-            _append_jsonl(
-              log, {"round": round_, "epoch": epoch, "step": before, "diverged": True, **m}
-            )
-          saved = _save_diverged(diverged_dir, state) if diverged_dir is not None else None
-          raise TrainingDiverged(state, round_, desc, before, epoch, m, saved)
-        for k, v in m.items():
-          sums[k] += v
-        bar.update(1)
+        state, metrics = step(state, batch, rng, halt=halt)
+        halt = halt | ~metrics["finite"]
+        pending.append((start + epoch * steps_per_epoch + i, metrics))
+        if len(pending) < sync_every and i < steps_per_epoch - 1:
+          continue
+        for at, m in _read(pending):
+          if not m.pop("finite"):
+            if log is not None:
+              _append_jsonl(
+                log, {"round": round_, "epoch": epoch, "step": at, "diverged": True, **m}
+              )
+            saved = _save_diverged(diverged_dir, state) if diverged_dir is not None else None
+            raise TrainingDiverged(state, round_, desc, at, epoch, m, saved)
+          for k, v in m.items():
+            sums[k] += v
+        bar.update(len(pending))
         bar.set_postfix(loss=f"{m['loss']:.4f}", dice=f"{m['dice']:.3f}")
+        pending = []
       rec = {
         "round": round_,
         "epoch": epoch,
-        "step": int(state["step"]),
+        "step": start + (epoch + 1) * steps_per_epoch,
         **{k: v / steps_per_epoch for k, v in sums.items()},
         "compiles": _compiles(step),
       }
@@ -309,6 +337,13 @@ def fine_tune(
   finally:
     bar.close()
   return state, history
+
+
+def _read(pending: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]:
+  """The metrics of the steps since the last read, in one device-to-host transfer (the
+  loop's only one, besides the start step)."""
+  host = jax.device_get([m for _, m in pending])
+  return [(at, {k: float(v) for k, v in m.items()}) for (at, _), m in zip(pending, host)]
 
 
 def _save_diverged(directory: str | os.PathLike, state: State) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from assft_jax import atomic
 from assft_jax.config import BOUNDS
-from assft_jax.report import ablation, nnactive, plots, pseudo, tables
+from assft_jax.report import ablation, nnactive, plots, pseudo, surface, tables
 from assft_jax.report import power as power_lib
 from assft_jax.report.collect import ReportError, RunResult, load_runs
 from assft_jax.report.fmt import csv_text, markdown_table
@@ -31,6 +31,7 @@ OUTPUTS = (
   "report_aubc.csv",
   "report_ppm.csv",
   "report_pseudo.csv",
+  "report_surface.csv",
   "dice_vs_budget.png",
   "ppm.png",
   "pseudo_dice.png",
@@ -117,6 +118,7 @@ def _table1(s: Summary, include_init: bool) -> list[str]:
 
 def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw) -> list[str]:
   out = [f"## Budget: {s.spec.title}", ""] + power_lib.line(pw) + _table1(s, include_init)
+  out += surface.markdown(s, s.table_budgets(include_init))
   aubcs = nnactive.aubc_by_seed(s)
   controls = ablation.control_rows(s, aubcs)
   if controls:
@@ -260,6 +262,7 @@ def write_report(
     "report_aubc.csv": nnactive.aubc_long_rows(summaries),
     "report_ppm.csv": nnactive.pair_test_rows(summaries, pens),
     "report_pseudo.csv": pseudo.long_rows(summaries, pseudo_cells),
+    "report_surface.csv": surface.long_rows(summaries),
   }
   written = {name: root / name for name in figures}
   for name, rows in files.items():

@@ -147,6 +147,11 @@ class RoundResult:
   pseudo: tuple[str, ...]  # the unlabeled cases SSFT selected this round
   # Stage-1 Dice of every unlabeled case with ground truth (Table 8); empty without SSFT.
   unlabeled_dice: Mapping[str, float]
+  # Per-case HD95 (mm) and NSD (fraction) of the test cases, NaN where excluded; empty in
+  # summaries written before the surface metrics.
+  hd95_per_case: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  nsd_per_case: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  nsd_tolerance_mm: float | None = None
 
   @property
   def mean_dice(self) -> float:
@@ -185,8 +190,26 @@ def _dice(path: Path, where: str, v: Any) -> float:
     raise _fail(path, f"{where} is {v!r}, expected a number in [0, 1]")
   x = math.nan if v is None else float(v)
   if not math.isnan(x) and not 0.0 <= x <= 1.0:
-    raise _fail(path, f"{where} = {x} is outside [0, 1] (Dice must be a fraction)")
+    raise _fail(path, f"{where} = {x} is outside [0, 1] (Dice and NSD are fractions)")
   return x
+
+
+def _mm(path: Path, where: str, v: Any) -> float:
+  """A distance in mm as float (>= 0); NaN for null (HD95 undefined), kept like Dice's."""
+  if isinstance(v, bool) or not isinstance(v, (int, float)) and v is not None:
+    raise _fail(path, f"{where} is {v!r}, expected a distance in mm")
+  x = math.nan if v is None else float(v)
+  if x < 0:
+    raise _fail(path, f"{where} = {x} is negative (a distance in mm)")
+  return x
+
+
+def _per_case(path: Path, i: int, d: Mapping, key: str, parse) -> dict[str, float]:
+  """rounds[i][key], an optional {case id: value} object, through `parse`."""
+  v = d.get(key) or {}
+  if not isinstance(v, dict):
+    raise _fail(path, f"rounds[{i}].{key} must be an object")
+  return {str(k): parse(path, f"rounds[{i}].{key}[{k!r}]", x) for k, x in v.items()}
 
 
 def _budget_label(labels: Any, r: int, n_labeled: int) -> str:
@@ -222,6 +245,11 @@ def _parse_round(path: Path, i: int, d: Any, labels: Any) -> RoundResult:
     unlabeled_dice={
       str(k): _dice(path, f"rounds[{i}].unlabeled_dice[{k!r}]", v) for k, v in unlabeled.items()
     },
+    hd95_per_case=_per_case(path, i, d, "hd95_per_case", _mm),
+    nsd_per_case=_per_case(path, i, d, "nsd_per_case", _dice),
+    nsd_tolerance_mm=None
+    if d.get("nsd_tolerance_mm") is None
+    else _mm(path, f"rounds[{i}].nsd_tolerance_mm", d["nsd_tolerance_mm"]),
   )
 
 

@@ -1,9 +1,10 @@
 """ASSFT's scores, Eq. 1-26 of the paper, with DESIGN.md §2's decisions.
 
 Inputs may be numpy or JAX arrays; outputs are numpy arrays [N] unless noted.
-Voxel scores (ASD, C) run through the jitted float32 kernels; the embedding scores
-(PAKD, PD, DKD, D) run in float64 numpy, because they are O(N F) and 1 - cos of two
-nearly equal embeddings (PAKD early in fine-tuning) loses most digits in float32.
+Voxel scores (ASD, C) run through the jitted float32 kernels. The embedding scores
+(PAKD, PD, DKD, D) here are float64 numpy: the documented definition and the test
+reference of their float32 device kernels in `scoring.embed_kernels`, which the
+strategies call (within 1e-5 relative; see that module for the rewrites float32 needs).
 """
 
 from __future__ import annotations

@@ -4,18 +4,20 @@ Scores are computed over the queryable cases (the set being ranked): PD's rankin
 min-max and the quantile transform all see exactly the candidates. `assft` is the same
 selection as `dkd_asd`; the SSFT stage is the loop's flag, not part of the query.
 The DKD and Q computed here are returned with the picks (Selection.scores).
+DKD runs on the device (`scoring.embed_kernels`, float32); min-max, sklearn's quantile
+transform (Q) and the top-N_B pick stay on the host: they are O(N) on [N] vectors.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from assft_jax.scoring import assft
+from assft_jax.scoring import assft, embed_kernels
 from assft_jax.strategies.base import Picked, Table, alias, register, top
 
 
 def _dkd(table: Table) -> np.ndarray:
-  return assft.dkd(table.get("emb_0"), table.get("emb_r"))
+  return np.asarray(embed_kernels.dkd(table.get("emb_0"), table.get("emb_r")))
 
 
 @register("dkd", keys=("emb_0", "emb_r"))

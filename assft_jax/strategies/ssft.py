@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from assft_jax.pool import Pool
-from assft_jax.scoring import assft
+from assft_jax.scoring import assft, embed_kernels
 from assft_jax.strategies.base import StrategyError, check_inputs, top
 
 
@@ -25,7 +25,8 @@ def select_reliable(
      exclusion only bars querying); C_mean = mean C over T_u (Eq. 23).
   2. K = n_candidates(N_SU, C_mean, tau_c, |T_u|) (Eq. 24); candidates = top K by C.
   3. D = min cosine distance of a candidate's emb_r to the labeled cases' emb_r
-     (anchors, Eq. 25); R = C (1 - D) (Eq. 26); return the top N_SU by R.
+     (anchors, Eq. 25; on the device, float32); R = C (1 - D) (Eq. 26); return the top
+     N_SU by R. C, K and the picks stay on the host (O(N) on [N] vectors).
   n_su is capped at |T_u|; ties keep pool order. n_su = 0 returns ([], 0).
   """
   if not pool.unlabeled:
@@ -44,6 +45,6 @@ def select_reliable(
   conf = np.asarray(table.get("conf"), np.float64)
   k = assft.n_candidates(n, float(conf.mean()), tau_c, len(conf))
   cand = top(conf, k)
-  dist = assft.semantic_distance(table.get("emb_r")[cand], table.get("emb_r", "labeled"))
-  best = cand[top(assft.reliability(conf[cand], dist), n)]
+  dist = embed_kernels.semantic_distance(table.get("emb_r")[cand], table.get("emb_r", "labeled"))
+  best = cand[top(assft.reliability(conf[cand], np.asarray(dist)), n)]
   return [table.cand[i] for i in best], k
