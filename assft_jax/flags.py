@@ -2,8 +2,8 @@
 function that turns them back into a RunConfig.
 
 Every declared field is a flag of the same name (see declare.py for how a field's type
-picks the flag's kind). Three flags are not fields: --overwrite (a run control, not part
-of the config) and --lower_bound / --upper_bound (which set al.mode).
+picks the flag's kind). Four flags are not fields: --overwrite and --resume_from (run
+controls, not part of the config) and --lower_bound / --upper_bound (which set al.mode).
 
 experiments/run.py, experiments/pretrain.py, experiments/sweep.py (through run) and the
 tests share these, so a flagfile means the same thing to all of them.
@@ -49,13 +49,22 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
   flags.DEFINE_bool(
     "overwrite", False, "Delete the workdir's run and start afresh.", flag_values=fv
   )
+  flags.DEFINE_integer(
+    "resume_from",
+    None,
+    "Continue after this complete round (e.g. after a damaged round or a NaN stop); the "
+    "later rounds are moved to WORKDIR/discarded/. --lr, --clip_norm, --weight_decay and "
+    "--precision may change with it. An action: give it once, not on every rerun.",
+    lower_bound=0,
+    flag_values=fv,
+  )
   flags.DEFINE_bool(
     "lower_bound", False, "Evaluate without any target fine-tuning.", flag_values=fv
   )
   flags.DEFINE_bool("upper_bound", False, "Fine-tune on all target pool cases.", flag_values=fv)
   # absl's --help lists the main program's own (key) flags only, and these are defined
   # here, in a library module; declaring them key flags of the program lists them.
-  for name in [*names, "overwrite", *config_lib.BOUNDS]:
+  for name in [*names, "overwrite", "resume_from", *config_lib.BOUNDS]:
     fv.register_key_flag_for_module(sys.argv[0], fv[name])
   return fv
 

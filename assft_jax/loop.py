@@ -1,8 +1,9 @@
 """Algorithm 1 (ASSFT) as plain code: one-shot init, then R rounds of
 score → query → label → stage 1 → [select reliable → pseudo-label → stage 3] → evaluate.
 
-Start-up order (one place, big_vision style): resume the last completed round of the
-workdir, else copy round 0 from the cache when another arm of this seed has trained it
+Start-up order (one place, big_vision style): take the workdir's lock (`lock.locked`),
+read the last completed round back whole (a damaged file stops the run here, naming it)
+and resume from it, else copy round 0 from the cache when another arm of this seed has trained it
 (`workdir.round0_key`), else start from `--pretrained`, else from the phantom source
 encoder (pre-trained once and cached). Every round ends with its model, its pool, its
 query slices, its summary row and a DONE marker, then summary.json is rewritten
@@ -24,57 +25,77 @@ from typing import Any
 
 import numpy as np
 
-from assft_jax import atomic, strategies
+from assft_jax import atomic, lock, strategies
 from assft_jax import config as config_lib
 from assft_jax import session as session_lib
 from assft_jax import workdir as wd_lib
 from assft_jax.data import preprocess
 from assft_jax.engine.score import fingerprint
+from assft_jax.engine.train import TrainingDiverged
 from assft_jax.pool import Pool
 
 log = logging.getLogger("assft_jax.loop")
 
 
-def run(cfg: config_lib.RunConfig, overwrite: bool = False) -> dict:
-  """Runs (or resumes) one experiment; returns the summary dict."""
+def run(cfg: config_lib.RunConfig, overwrite: bool = False, resume_from: int | None = None) -> dict:
+  """Runs (or resumes) one experiment; returns the summary dict.
+
+  resume_from: continue after this complete round; the later ones are moved aside
+  (`workdir.discard_after`). A full disk anywhere is one DiskFullError naming the file.
+  """
   config_lib.validate(cfg)
   if cfg.al.mode == "al" and cfg.al.strategy not in strategies.names():
     raise config_lib.ConfigError(
       f"--strategy={cfg.al.strategy!r} is unknown; valid: {', '.join(strategies.names())}"
     )
-  workdir = wd_lib.open_workdir(cfg, overwrite=overwrite)
-  data = session_lib.open_data(cfg, workdir)
-  if cfg.al.mode == "al":  # before the model, which may pre-train the source encoder
-    _check_budget(cfg, len(data.split["pool"]))
-  sess = session_lib.Session.open(cfg, workdir, data)
-  if cfg.al.mode == "al":
-    return _active_learning(sess)
-  return _bound_run(sess, train=cfg.al.mode == "upper_bound")
+  with lock.locked(cfg.workdir) as wd, atomic.disk_full_names(fallback=wd):
+    workdir = wd_lib.open_workdir(cfg, overwrite=overwrite, resume_from=resume_from)
+    # The last complete round read back now: a damaged file shows before any slow work.
+    last = wd_lib.resume_state(workdir) if cfg.al.mode == "al" else None
+    data = session_lib.open_data(cfg, workdir)
+    if cfg.al.mode == "al":  # before the model, which may pre-train the source encoder
+      _check_budget(cfg, len(data.split["pool"]))
+    sess = session_lib.Session.open(cfg, workdir, data)
+    try:
+      if cfg.al.mode == "al":
+        return _active_learning(sess, last)
+      return _bound_run(sess, train=cfg.al.mode == "upper_bound")
+    except TrainingDiverged as e:
+      e.args = (f"{e}. {_after_divergence(cfg, e.round)}",)
+      raise
+
+
+def _after_divergence(cfg: config_lib.RunConfig, r: int | None) -> str:
+  """What a user can do after a NaN stop (the rounds before it are complete and kept; the
+  diverged stage's last good state is in round_XXX/diverged_<stage>/ for a look)."""
+  cures = "a lower --lr (or a --clip_norm)"
+  if cfg.al.mode != "al" or not r:
+    return f"No round is complete: rerun with {cures} and --overwrite."
+  return (
+    f"Rounds 0..{r - 1} are complete and kept: rerun the same command to retry round {r}, "
+    f"or continue with {cures} by adding --resume_from={r - 1}."
+  )
 
 
 # ----------------------------------------------------------------------------- AL
 
 
-def _active_learning(sess: session_lib.Session) -> dict:
+def _active_learning(sess: session_lib.Session, last: wd_lib.RoundState | None) -> dict:
   cfg, wd = sess.cfg, sess.workdir
   n_b = config_lib.budget_per_round(cfg.al.budget, len(sess.data.split["pool"]))
   summary = _load_summary(sess, n_b)
-  done = wd_lib.last_done_round(wd)
-  entry = _round0_entry(sess) if done is None else None
+  entry = _round0_entry(sess) if last is None else None
   if entry is not None and wd_lib.restore_round0(entry, wd, sess.data.split):
     log.info("round 0 copied from %s (trained by another run with the same round 0)", entry)
-    done = 0
-  if done is None:
+    last = wd_lib.resume_state(wd)
+  if last is None:
     pool, variables = _round_zero(sess, summary, entry)
     done = 0
   else:
-    pool = Pool.from_json(wd_lib.read_json(wd_lib.round_dir(wd, done) / "pool.json"))
-    variables = wd_lib.load_model(wd, done)
+    done, pool, variables = last.round, last.pool, last.variables
     # The rows of done rounds come from their row.json: a kill between a round's DONE and
     # the summary write (or a copied round 0) leaves summary.json behind the workdir.
-    summary["rounds"] = [
-      wd_lib.read_json(wd_lib.round_dir(wd, r) / "row.json") for r in range(done + 1)
-    ]
+    summary["rounds"] = list(last.rows)
     _write_summary(sess, summary)
     log.info("resuming %s after round %d", wd, done)
   for r in range(done + 1, cfg.al.rounds + 1):

@@ -124,17 +124,21 @@ def pretrain_source(cfg: config_lib.RunConfig, out_dir: Path) -> Path:
   enc_module = models.SegResEncoder(
     init_filters=m.init_filters, blocks_down=m.blocks_down, norm=m.norm, conv_impl=m.conv_impl
   )
-  models.save_pretrained(out_dir, models.model_config(enc_module), enc_vars)
-  atomic.write_json(
-    Path(out_dir) / "source.json",
-    {
-      "phantom": str(root),
-      "steps": steps,
-      "final_loss": history[-1]["loss"],
-      "final_dice": history[-1]["dice"],
-      "held_out": held_out,
-    },
-  )
+  # One folder swapped in whole, the first writer winning: two cells pretraining the same
+  # encoder into the shared cache do not race, and a kill never leaves a model without
+  # its source.json.
+  with atomic.atomic_dir(out_dir, replace=False) as tmp:
+    models.save_pretrained(tmp, models.model_config(enc_module), enc_vars)
+    atomic.write_json(
+      tmp / "source.json",
+      {
+        "phantom": str(root),
+        "steps": steps,
+        "final_loss": history[-1]["loss"],
+        "final_dice": history[-1]["dice"],
+        "held_out": held_out,
+      },
+    )
   log.info(
     "source encoder: loss %.4f, batch Dice %.3f after %d steps; held-out CT Dice %.3f (n=%d)",
     history[-1]["loss"],

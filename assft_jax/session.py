@@ -143,6 +143,10 @@ class Session:
       self.volumes, ids, tr.patch, tr.batch_size, seed, pseudo=targets, num_batches=n_steps
     )
     rd = wd_lib.round_dir(self.workdir, round_)
+    log_path = rd / f"train_{stage}.jsonl"
+    # A stage reruns whole after a kill or a NaN stop: the records (maybe a half line) of
+    # the abandoned attempt go, so the log holds the attempt whose network is kept.
+    log_path.unlink(missing_ok=True)
     state, _ = engine.fine_tune(
       state,
       step,
@@ -151,7 +155,7 @@ class Session:
       spe,
       jax.random.PRNGKey(seed),
       round_=round_,
-      log_path=rd / f"train_{stage}.jsonl",
+      log_path=log_path,
       desc=f"r{round_} {stage}",
       diverged_dir=rd / f"diverged_{stage}",
       progress=sys.stderr.isatty(),

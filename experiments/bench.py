@@ -5,10 +5,16 @@
 
 `all` = model, engine, scoring, scores, scaling; `ops` (the layers one by one vs torch, to
 find what holds the train step back) runs only when named. `scores`: the embedding-score
-device kernels vs numpy float64, interleaved, with min/median/max.
+device kernels vs numpy float64.
 
-Prints a table of medians (after warm-up) and, where a reference exists (PyTorch/MONAI,
-numpy), `ratio` = JAX time / reference time: lower is better. Not a test.
+Every section times with one timer (benchmarks/timing.py): the contenders of a row
+(JAX and, where one exists, its reference: PyTorch/MONAI, numpy) are called round-robin
+after a warm-up, `REPEATS` = 5 rounds (fewer with --quick), and every configuration is
+measured in 2 passes. A row gives jax_s/jax_min/jax_max and ref_s/ref_min/ref_max
+(median, min, max over both passes), ratio = jax_s / ref_s (the ratio of the medians:
+lower is better), the ratio of each pass (ratio_p1, ratio_p2) and spread = |ratio_p1 -
+ratio_p2|: a change counts as a win only when it moves the ratio by more than the
+spread. The JSON also holds each pass's medians (jax_s_p1, ref_s_p1, ...). Not a test.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -25,6 +32,7 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from assft_jax import atomic
+from experiments.benchmarks import timing
 
 SECTIONS = ("model", "engine", "scoring", "scores", "scaling")
 EXTRA = ("ops",)
@@ -39,10 +47,16 @@ def _fmt(v) -> str:
   return str(v)
 
 
+FIRST_COLS = [
+  *("section", "name", "jax_s", "jax_min", "jax_max", "ref", "ref_s", "ref_min", "ref_max"),
+  *("ratio", "ratio_p1", "ratio_p2", "spread", "gflops", "ref_gflops", "note"),
+]
+PASS_MEDIAN = re.compile(r"(jax|ref)_s_p\d+")  # in the JSON; the table shows their ratios
+
+
 def print_table(rows: list[dict]) -> None:
-  cols = ["section", "name", "jax_s", "ref", "ref_s", "ratio", "gflops", "note"]
-  cols += sorted({k for r in rows for k in r} - set(cols))
-  cols = [c for c in cols if any(c in r for r in rows)]
+  cols = FIRST_COLS + sorted({k for r in rows for k in r} - set(FIRST_COLS))
+  cols = [c for c in cols if any(c in r for r in rows) and not PASS_MEDIAN.fullmatch(c)]
   table = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
   widths = [
     max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(cols)
@@ -57,18 +71,22 @@ class BenchError(RuntimeError):
 
 
 def check_rows(rows: list[dict]) -> None:
-  """Every key holding "ratio" must be jax_s / ref_s (the one meaning of "ratio")."""
+  """Every key holding "ratio" must be "ratio<suffix>" = jax_s<suffix> / ref_s<suffix>
+  (the one meaning of "ratio"; suffix "" or "_pK", pass K)."""
   for r in rows:
     for k in (k for k in r if "ratio" in k):
-      jax_s, ref_s = r.get("jax_s"), r.get("ref_s")
+      suffix = k[len("ratio") :] if k.startswith("ratio") else None
+      jax_s, ref_s = r.get(f"jax_s{suffix}"), r.get(f"ref_s{suffix}")
       if not (
-        isinstance(jax_s, float)
+        suffix is not None
+        and isinstance(jax_s, float)
         and isinstance(ref_s, float)
         and ref_s > 0
         and math.isclose(r[k], jax_s / ref_s, rel_tol=1e-9)
       ):
         raise BenchError(
-          f"row {r.get('name')!r}: {k}={r[k]!r} is not jax_s/ref_s ({jax_s!r}/{ref_s!r})"
+          f"row {r.get('name')!r}: {k}={r[k]!r} is not jax_s{suffix or ''}/ref_s{suffix or ''} "
+          f"({jax_s!r}/{ref_s!r})"
         )
 
 
@@ -99,6 +117,7 @@ def bench(names: Sequence[str], quick: bool, json_path: str | None = None) -> li
     "cpus": os.cpu_count(),
     "quick": quick,
     "sections": list(names),
+    "passes": timing.PASSES,
     "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
     "loadavg_start": os.getloadavg(),
     "start_utc": _utc(),

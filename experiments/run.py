@@ -2,8 +2,11 @@
 
   python -m experiments.run --flagfile=experiments/flags/smoke.flags --workdir=/tmp/smoke
 
-Exit codes: 0 done; 1 a clear error (bad flag, bad data, ...); 3 waiting for annotators
-(--oracle=manifest): label the cases listed in round_XXX/to_annotate.csv and rerun.
+Exit codes: 0 done; 1 a clear error (bad flag, bad data, a damaged workdir, a full
+disk, a diverged training run, another run holding the workdir, ...); 3 waiting for
+annotators (--oracle=manifest): label the cases listed in round_XXX/to_annotate.csv and
+rerun. A killed run resumes with the same command; --resume_from=ROUND continues after
+an earlier complete round (see --help).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def main(argv):
     enable_compilation_cache(cfg)
     from assft_jax import loop  # after flag parsing: keeps `--help` fast
 
-    summary = loop.run(cfg, overwrite=FLAGS.overwrite)
+    summary = loop.run(cfg, overwrite=FLAGS.overwrite, resume_from=FLAGS.resume_from)
     last = summary["rounds"][-1]
     print(
       f"done: {cfg.workdir}/summary.json  ({summary['strategy']}, "

@@ -1,5 +1,9 @@
 """The benchmark dispatcher on a stub section: table printing, JSON writing, the meaning
-of every "ratio" key. No timing is asserted (the stub's times are made up)."""
+of every "ratio" key; the shared timer on a fake clock and its statistics against
+hand-derived values; the quick path of the sections at tiny sizes (model and ops are
+`slow`; engine and scaling spawn processes and are left to `python -m experiments.bench
+engine --quick`). No timing is asserted: the measured times are only ordered (min <=
+median <= max)."""
 
 import json
 import math
@@ -9,6 +13,8 @@ import types
 import pytest
 
 from experiments import bench
+from experiments.benchmarks import timing
+from experiments.benchmarks.timing import Sample
 
 
 def _stub(rows):
@@ -72,17 +78,155 @@ def test_ratio_without_reference_is_refused():
     bench.check_rows([{"name": "mem", "jax_s": float("nan"), "peak_ratio": 1.0}])
 
 
-def test_scores_section_alternates_and_reports_spread():
-  """`scores` is a section of `all`; its timer calls the two contenders alternately (one
-  warm-up each, then REPEATS >= 5 pairs) and reports the medians, the min and max of each
-  and ratio = jax_s / ref_s. The contenders are stubs: the times are not checked."""
+class FakeClock:
+  """A clock that moves only when a contender runs: each call of a contender advances it
+  by that contender's next made-up duration, and `calls` records the order."""
+
+  def __init__(self, durations: dict[str, list[float]]):
+    self.now, self.calls = 0.0, []
+    self.left = {k: list(v) for k, v in durations.items()}
+
+  def __call__(self) -> float:
+    return self.now
+
+  def fn(self, name: str):
+    def call():
+      self.calls.append(name)
+      self.now += self.left[name].pop(0)
+
+    return call
+
+
+def test_interleaved_is_round_robin_after_a_warm_up():
+  """One warm-up call each (its time is `first`, not a repeat), then 3 rounds of one call
+  of each contender in turn; the times are the durations the clock was moved by."""
+  clock = FakeClock({"jax": [9.0, 1.0, 2.0, 3.0], "ref": [8.0, 4.0, 5.0, 6.0]})
+  times, first = timing.interleaved(
+    {"jax": clock.fn("jax"), "ref": clock.fn("ref")}, repeats=3, clock=clock
+  )
+  assert clock.calls == ["jax", "ref"] * 4
+  assert first == {"jax": 9.0, "ref": 8.0}
+  assert times == {"jax": [1.0, 2.0, 3.0], "ref": [4.0, 5.0, 6.0]}
+
+
+def test_merge_gives_median_min_max_ratio_of_medians_and_the_pass_spread():
+  """Hand-derived. jax: pass 1 [1, 2, 3, 4, 5], pass 2 [3, 3, 3, 3, 10]; pooled sorted
+  [1, 2, 3, 3, 3, 3, 3, 4, 5, 10]: median (3 + 3) / 2 = 3, min 1, max 10. ref: pass 1
+  five 2s, pass 2 five 1s: median (1 + 2) / 2 = 1.5, min 1, max 2. ratio = 3 / 1.5 = 2.
+  Pass 1: medians 3 and 2, ratio 1.5; pass 2: medians 3 and 1, ratio 3; spread 1.5.
+  gflops = 6e9 flops / 3 s / 1e9 = 2; ref_gflops = 6 / 1.5 = 4. The extras are pass 1's."""
+  p1 = Sample("op", [1.0, 2.0, 3.0, 4.0, 5.0], "torch", [2.0] * 5, 6e9, {"first_call_s": 7.0})
+  p2 = Sample("op", [3.0, 3.0, 3.0, 3.0, 10.0], "torch", [1.0] * 5, 6e9, {"first_call_s": 0.5})
+  solo = [Sample("alone", [4.0, 1.0, 2.0]), Sample("alone", [8.0, 9.0, 7.0])]
+  row, alone = timing.merge([[p1, solo[0]], [p2, solo[1]]])
+  assert row == {
+    "name": "op",
+    **{"jax_s": 3.0, "jax_min": 1.0, "jax_max": 10.0},
+    **{"ref": "torch", "ref_s": 1.5, "ref_min": 1.0, "ref_max": 2.0, "ratio": 2.0},
+    **{"jax_s_p1": 3.0, "ref_s_p1": 2.0, "ratio_p1": 1.5},
+    **{"jax_s_p2": 3.0, "ref_s_p2": 1.0, "ratio_p2": 3.0, "spread": 1.5},
+    **{"gflops": 2.0, "ref_gflops": 4.0, "repeats": 5, "passes": 2, "first_call_s": 7.0},
+  }
+  # jax alone: pooled [4, 1, 2, 8, 9, 7] -> median (4 + 7) / 2 = 5.5; pass medians 2 and 8
+  assert alone == {
+    **{"name": "alone", "jax_s": 5.5, "jax_min": 1.0, "jax_max": 9.0},
+    **{"jax_s_p1": 2.0, "jax_s_p2": 8.0, "repeats": 3, "passes": 2},
+  }
+  bench.check_rows([row, alone])  # every ratio key is jax_s<suffix> / ref_s<suffix>
+  (nan_row,) = timing.merge([[Sample("skip", ())]] * 2)  # a skipped cell: no times, NaN
+  assert all(math.isnan(nan_row[k]) for k in ("jax_s", "jax_min", "jax_max"))
+
+
+def test_merge_refuses_passes_of_other_rows():
+  with pytest.raises(ValueError, match="different rows"):
+    timing.merge([[Sample("a", [1.0])], [Sample("b", [1.0])]])
+
+
+def test_a_pass_ratio_must_match_its_pass_medians():
+  row = {"name": "r", "jax_s": 1.0, "ref_s": 2.0, "ratio": 0.5}
+  bench.check_rows([dict(row, jax_s_p1=3.0, ref_s_p1=2.0, ratio_p1=1.5)])
+  with pytest.raises(bench.BenchError, match="ratio_p1=0.5 is not jax_s_p1/ref_s_p1"):
+    bench.check_rows([dict(row, jax_s_p1=3.0, ref_s_p1=2.0, ratio_p1=0.5)])
+
+
+def test_table_shows_both_pass_ratios_and_the_spread_not_the_pass_medians(capsys):
+  p = [[Sample("op", [2.0] * 5, "ref", [1.0] * 5)], [Sample("op", [3.0] * 5, "ref", [1.0] * 5)]]
+  bench.print_table(timing.merge(p))
+  header = capsys.readouterr().out.splitlines()[0].split()
+  assert header[:9] == [
+    *("name", "jax_s", "jax_min", "jax_max", "ref", "ref_s", "ref_min", "ref_max", "ratio")
+  ]
+  assert header[9:12] == ["ratio_p1", "ratio_p2", "spread"]
+  assert not any(c.startswith(("jax_s_p", "ref_s_p")) for c in header)
+
+
+def _check_timed(rows: list[dict], names: list[str]) -> None:
+  """The rows a section's quick path returned: both passes, min <= median <= max, the two
+  pass ratios and spread = |ratio_p1 - ratio_p2|; a skipped cell has a note and NaN."""
+  assert [r["name"] for r in rows] == names
+  for r in rows:
+    if math.isnan(r["jax_s"]):
+      assert r["note"].startswith("skipped") and "ref" not in r
+      continue
+    assert r["passes"] == 2 and r["repeats"] >= 2
+    assert r["jax_min"] <= r["jax_s"] <= r["jax_max"]
+    if "ref" in r:
+      assert r["ref_min"] <= r["ref_s"] <= r["ref_max"]
+      assert math.isclose(r["spread"], abs(r["ratio_p1"] - r["ratio_p2"]), rel_tol=1e-12)
+
+
+def test_scores_quick_path_runs(monkeypatch, capsys):
   from experiments.benchmarks import scores
 
-  assert "scores" in bench.SECTIONS and scores.REPEATS >= 5
-  calls = []
-  row = scores.interleaved("stub", lambda: calls.append("jax"), "ref", lambda: calls.append("ref"))
-  assert calls == ["jax", "ref"] * (1 + scores.REPEATS)
-  for who in ("jax", "ref"):
-    assert row[f"{who}_min"] <= row[f"{who}_s"] <= row[f"{who}_max"]
-  assert row["repeats"] == scores.REPEATS and row["ref"] == "ref"
-  bench.check_rows([row])  # ratio is jax_s / ref_s
+  monkeypatch.setattr(scores, "QUICK_SIZES", (64, 8, 4))
+  rows = bench.bench(["scores"], quick=True)
+  size = "N=64 F=8"
+  _check_timed(
+    rows,
+    [f"pakd {size}", f"pd {size}", f"dkd {size}", f"D {size} to 4 anchors"]
+    + [f"dkd 3 runs {size} (vmap)"],
+  )
+  assert all(r["repeats"] == timing.REPEATS >= 5 for r in rows)
+  assert "spread" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_model_quick_path_runs_and_skips_native_alike_in_both_passes(monkeypatch):
+  """A 2-level net at 16^3, two configs; a budget of 0 s skips native at the second
+  config (the first always runs it) in both passes. 12 compiles: ~1-3 min."""
+  from experiments.benchmarks import model
+
+  monkeypatch.setattr(model, "ARCH", dict(in_channels=1, out_channels=2, blocks_down=(1, 1)))
+  monkeypatch.setattr(model, "QUICK_CONFIGS", [(4, 16), (8, 16)])
+  monkeypatch.setattr(model, "NATIVE_BUDGET_S", 0.0)
+  rows = bench.bench(["model"], quick=True)
+  names = [
+    f"{op} if{f} 16^3 {impl}"
+    for f in (4, 8)
+    for op in ("forward", "train_step")
+    for impl in ("s2d", "native")
+  ]
+  _check_timed(rows, names)
+  by_name = {r["name"]: r for r in rows}
+  assert math.isnan(by_name["train_step if8 16^3 native"]["jax_s"])
+  assert not math.isnan(by_name["train_step if4 16^3 native"]["jax_s"])
+  assert all(r["ref"] == "monai" for r in rows if not math.isnan(r["jax_s"]))
+  assert by_name["train_step if4 16^3 s2d"]["compiles"] == 1
+
+
+@pytest.mark.slow
+def test_ops_quick_path_runs(monkeypatch):
+  """20 small compiles: ~40 s on the shared machine."""
+  from experiments.benchmarks import ops
+
+  monkeypatch.setattr(ops, "QUICK_SIZE", 8)
+  rows = bench.bench(["ops"], quick=True)
+  ops_ = ["conv3 32->32 L0", "conv3 64->64 L1", "down 32->64 L0->L1", "up 64->32 L1->L0"]
+  ops_.append("batchnorm+relu 32 L0 (train)")
+  _check_timed(rows, [f"{k} {o}" for o in ops_ for k in ("fwd", "fwdbwd")])
+
+
+def test_scoring_quick_path_runs():
+  rows = bench.bench(["scoring"], quick=True)
+  _check_timed(rows, [r["name"] for r in rows])
+  assert len(rows) == 8 and [r.get("ref") for r in rows[:2]] == ["numpy float32", "O(N^2) numpy PD"]

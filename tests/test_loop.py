@@ -1,7 +1,8 @@
 """End-to-end tests of Algorithm 1 on the smoke flagfile (16^3 phantoms, a few steps).
 
-One uninterrupted run is shared (module fixture); the phantom data, the source encoder
-and the XLA cache live in one shared cache dir so each further run pays only its rounds.
+One uninterrupted run is shared (the session fixture `smoke` of conftest.py, with its
+`cache`); the phantom data, the source encoder and round 0 live in that cache dir so
+each further run pays only its rounds.
 """
 
 from __future__ import annotations
@@ -18,28 +19,9 @@ import pytest
 from assft_jax import config as config_lib
 from assft_jax import data as data_lib
 from assft_jax import engine, loop, models, oracle, strategies
-from assft_jax import flags as run_flags
 from assft_jax import workdir as wd_lib
-from tests._run_helpers import ROOT, SMOKE, run_cmd
-
-
-def smoke_cfg(workdir: Path, cache: Path, *extra: str) -> config_lib.RunConfig:
-  return run_flags.parse(
-    [f"--flagfile={SMOKE}", f"--workdir={workdir}", f"--cache_dir={cache}", *extra]
-  )
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-  return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory, cache):
-  wd = tmp_path_factory.mktemp("smoke")
-  cfg = smoke_cfg(wd, cache)
-  summary = loop.run(cfg)
-  return cfg, wd, summary
+from tests._run_helpers import ROOT, run_cmd
+from tests._smoke import same_results, smoke_cfg
 
 
 def test_summary_structure_and_pool_invariants(smoke):
@@ -112,9 +94,7 @@ def test_resume_after_a_crash_matches_uninterrupted(smoke, tmp_path, cache):
   (last / "DONE").unlink()
   shutil.rmtree(last / "model")
   resumed = loop.run(smoke_cfg(crashed, cache))
-  for a, b in zip(summary["rounds"], resumed["rounds"]):
-    assert a["queried"] == b["queried"] and a["pseudo"] == b["pseudo"]
-    assert abs(a["dice_mean"] - b["dice_mean"]) <= 1e-4
+  same_results(summary, resumed)
   # And when the crash came before the query was written, the query is redrawn equal.
   crashed2 = tmp_path / "crashed2"
   shutil.copytree(wd, crashed2)

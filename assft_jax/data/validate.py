@@ -54,9 +54,23 @@ def header_problems(
       diff = float(np.abs(np.asarray(im.affine) - np.asarray(lb.affine)).max())
       problems.append(
         f"{label}: label affine differs from image affine ({image.name}) "
-        f"by up to {diff:.4g} (tolerance {AFFINE_ATOL_MM} mm)"
+        f"by up to {diff:.4g} (tolerance {AFFINE_ATOL_MM} mm): label {_grid(lb.affine)}, "
+        f"image {_grid(im.affine)}"
       )
   return problems
+
+
+def _grid(affine: np.ndarray) -> str:
+  """An affine as a person compares two: origin (mm), voxel spacing (mm) and the 3x3."""
+  a = np.asarray(affine, float)
+  rows = ", ".join(_vec(r) for r in a[:3, :3])
+  return (
+    f"origin {_vec(a[:3, 3])} spacing {_vec(np.linalg.norm(a[:3, :3], axis=0))} matrix [{rows}]"
+  )
+
+
+def _vec(v) -> str:
+  return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
 
 
 def image_voxel_problems(path: Path, data: np.ndarray) -> list[str]:

@@ -3,6 +3,11 @@
 `orbax.checkpoint.CheckpointManager` writes each step into a temporary directory and
 renames it when complete, so a crash mid-save never leaves a half checkpoint that
 `restore_state` would pick up (atomic). Arrays are stored bit-exactly.
+
+Several processes (`jax.distributed`): the engine's state is replicated, so every process
+holds all of it; process 0 writes it alone and the others wait for it. (Each process
+writing its own copy would race its folder into place, and orbax's cooperative save
+writes the data from process 0 anyway.)
 """
 
 from __future__ import annotations
@@ -13,12 +18,24 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from assft_jax.atomic import atomic_dir
 
 State = dict[str, Any]
 
 
 def _manager(directory: str | os.PathLike, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
-  opts = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+  # This process alone: orbax's default expects every process in each save and restore.
+  # (It then leaves creating the folder to the caller.)
+  me = jax.process_index()
+  opts = ocp.CheckpointManagerOptions(
+    max_to_keep=max_to_keep,
+    create=False,
+    multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}
+    ),
+  )
   return ocp.CheckpointManager(Path(directory).absolute(), options=opts)
 
 
@@ -28,16 +45,32 @@ def save_state(
   *,
   step: int | None = None,
   max_to_keep: int | None = 2,
+  replace: bool = False,
 ) -> int:
   """Saves `state` as checkpoint `step` (default int(state["step"])) under `directory`,
   replacing an existing checkpoint of that step; keeps the newest `max_to_keep`.
-  Blocks until written. Returns the step."""
+  replace=True swaps the whole `directory` (atomic) for one holding this checkpoint only.
+  Call it on every process; process 0 writes. Blocks until written. Returns the step."""
   step = int(state["step"]) if step is None else int(step)
-  with _manager(directory, max_to_keep) as mngr:
-    if step in mngr.all_steps():
-      mngr.delete(step)
-    mngr.save(step, args=ocp.args.StandardSave(state))
-    mngr.wait_until_finished()
+  host = jax.device_get(state)  # replicated: this process holds the whole state
+
+  def write(where: Path) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    with _manager(where, max_to_keep) as mngr:
+      if step in mngr.all_steps():
+        mngr.delete(step)
+      mngr.save(step, args=ocp.args.StandardSave(host))
+      mngr.wait_until_finished()
+
+  if jax.process_index() == 0:
+    if replace:
+      with atomic_dir(directory) as tmp:
+        write(tmp)
+    else:
+      write(Path(directory))
+  if jax.process_count() > 1:
+    # the directory may be mounted elsewhere on other hosts: the barrier names the step
+    multihost_utils.sync_global_devices(f"assft_jax.save_state {step}")
   return step
 
 

@@ -9,7 +9,9 @@ the gradients are the global-batch gradients without an explicit pmean.
 
 Multi-host: call `jax.distributed.initialize()` first in every process; `make_mesh()`
 then spans all global devices, and each process feeds its own slice of the global batch
-(`shard_batch` builds the global array with `jax.make_array_from_process_local_data`).
+(`shard_batch` builds the global array with `jax.make_array_from_process_local_data`);
+checkpoints are written once, by process 0 (`save_state`). tests/test_multihost.py runs
+this on 2 processes on localhost.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from assft_jax.atomic import atomic_dir
 from assft_jax.engine.checkpoint import save_state
 from assft_jax.engine.losses import dice_ce_loss
 from assft_jax.errors import AssftError
@@ -237,11 +238,21 @@ def make_train_step(
   def step(state: State, batch: Mapping[str, Any], rng: jax.Array, halt: jax.Array | None = None):
     state = jax.device_put(state, repl)
     halt = go if halt is None else jax.device_put(halt, repl)
-    return jitted(state, shard_batch(batch, mesh), jax.device_put(rng, repl), halt)
+    return jitted(state, shard_batch(batch, mesh), _put_key(rng, repl), halt)
 
   step.jitted = jitted
   step.mesh = mesh
   return step
+
+
+def _put_key(rng: jax.Array, sharding: NamedSharding) -> jax.Array:
+  """`rng` placed on `sharding`. With several processes jax places a host value on other
+  processes' devices only if it is a plain array (it checks that every process passes the
+  same one), so a typed key goes as its raw uint32 data and is wrapped again there."""
+  if not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    return jax.device_put(rng, sharding)
+  data = jax.device_put(jax.random.key_data(rng), sharding)
+  return jax.random.wrap_key_data(data, impl=jax.random.key_impl(rng))
 
 
 # ---- the stage loop ------------------------------------------------------------------
@@ -349,8 +360,7 @@ def _read(pending: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]
 def _save_diverged(directory: str | os.PathLike, state: State) -> Path:
   # The whole folder is replaced: the step counter restarts every stage, so an older
   # divergence's checkpoint could carry a higher step and win `restore_state`'s "latest".
-  with atomic_dir(directory) as tmp:
-    save_state(tmp, state)
+  save_state(directory, state, replace=True)
   return Path(directory)
 
 

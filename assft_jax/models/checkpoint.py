@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
+from jax.experimental import multihost_utils
 
 from assft_jax.atomic import atomic_dir
 from assft_jax.errors import AssftError
@@ -46,10 +47,25 @@ def save_pretrained(
     for k in ("params", "batch_stats")
     if k in variables
   }
-  with atomic_dir(directory) as tmp:
-    ocp.PyTreeCheckpointer().save(tmp / "variables", tree)
-    (tmp / "model.json").write_text(json.dumps(dict(config), indent=1, sort_keys=True))
+  # Several processes (jax.distributed) hold the same replicated variables: process 0
+  # writes them alone and the others wait (each swapping in its own folder would race).
+  if jax.process_index() == 0:
+    with atomic_dir(directory) as tmp:
+      _checkpointer().save(tmp / "variables", tree)
+      (tmp / "model.json").write_text(json.dumps(dict(config), indent=1, sort_keys=True))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("assft_jax.save_pretrained")
   return directory
+
+
+def _checkpointer() -> ocp.Checkpointer:
+  """An orbax checkpointer of this process alone: orbax's default expects every process
+  in each save and restore, and a checkpoint here is written by one."""
+  me = jax.process_index()
+  mp = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+  return ocp.Checkpointer(
+    ocp.PyTreeCheckpointHandler(multiprocessing_options=mp), multiprocessing_options=mp
+  )
 
 
 def read_config(directory: str | os.PathLike) -> dict:
@@ -69,7 +85,7 @@ def _restore(directory: Path, module: nn.Module) -> dict:
   if not path.exists():
     raise CheckpointError(f"{directory}: no 'variables' checkpoint next to model.json")
   try:
-    restored = ocp.PyTreeCheckpointer().restore(
+    restored = _checkpointer().restore(
       path,
       args=ocp.args.PyTreeRestore(
         item=abstract,
@@ -78,7 +94,7 @@ def _restore(directory: Path, module: nn.Module) -> dict:
     )
   except Exception as e:  # orbax raises many types; one clear message
     raise CheckpointError(
-      f"{directory}: checkpoint does not match model.json ({type(e).__name__}: {str(e)[:300]})"
+      f"{directory}: checkpoint cannot be read: damaged, truncated or not matching model.json ({type(e).__name__}: {str(e)[:300]})"
     ) from None
   bad = [
     f"{jax.tree_util.keystr(p)}: {np.shape(a)} != {b.shape}"

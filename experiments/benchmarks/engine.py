@@ -2,7 +2,9 @@
 overhead, scoring-pass peak memory vs pool size.
 
 Command: `python -m experiments.bench engine` or `python -m experiments.benchmarks.engine
-[--quick]`. Rows (the train step vs MONAI is in the `model` section):
+[--quick]`. Rows (the train step vs MONAI is in the `model` section); the two timed ones
+use the shared timer (timing.py: round-robin, `REPEATS` rounds, quick 3; 2 passes, with
+min/median/max, the ratio of the medians, ratio_p1/ratio_p2 and their spread):
 - sliding_window: SegResNetDS(init_filters 8, blocks_down (1,2,2,4,4), out 2), eval
   mode, 96^3 volume, roi 64^3, overlap 0.5, gaussian, sw_batch 2 (quick: 48^3, roi
   32^3); `sliding_window_predict` vs MONAI `sliding_window_inference`.
@@ -25,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmarks.timing import block, median_time, row
+from experiments.benchmarks import timing
+from experiments.benchmarks.timing import Sample
 
 ARCH = dict(init_filters=8, in_channels=1, out_channels=2, blocks_down=(1, 2, 2, 4, 4))
 
@@ -45,31 +48,7 @@ def _torch_model():
   return TorchSegResNetDS(spatial_dims=3, **ARCH)
 
 
-def _batch(size: int, n: int = 2) -> dict:
-  rng = np.random.default_rng(0)
-  image = rng.normal(size=(n, size, size, size, 1)).astype(np.float32)
-  label = (image[..., 0] > 0.5).astype(np.int32)
-  return {"image": image, "label": label}
-
-
-def paired(fn_a, fn_b, warmup: int, repeats: int) -> tuple[float, float]:
-  """Medians of fn_a and fn_b timed alternately (the machine is shared: interleaving
-  exposes both to the same load). fn_b None -> (median of fn_a, None)."""
-  import statistics
-
-  for _ in range(warmup):
-    block(fn_a())
-    if fn_b is not None:
-      block(fn_b())
-  ta, tb = [], []
-  for _ in range(repeats):
-    ta.append(median_time(fn_a, warmup=0, repeats=1))
-    if fn_b is not None:
-      tb.append(median_time(fn_b, warmup=0, repeats=1))
-  return statistics.median(ta), (statistics.median(tb) if tb else None)
-
-
-def infer_rows(size: int, roi: int, repeats: int) -> list[dict]:
+def infer_sample(size: int, roi: int, repeats: int) -> Sample:
   from assft_jax.engine import sliding_window_predict
 
   module, variables = _jax_model()
@@ -91,11 +70,16 @@ def infer_rows(size: int, roi: int, repeats: int) -> list[dict]:
         return sliding_window_inference(x, (roi,) * 3, 2, net, overlap=0.5, mode="gaussian")
   except ImportError:
     pass
-  jax_s, ref_s = paired(jax_infer, torch_infer, 1, repeats)
-  return [row(f"sliding_window {size}^3 roi{roi} if8", jax_s, "monai/torch", ref_s)]
+  return timing.pair(
+    f"sliding_window {size}^3 roi{roi} if8",
+    jax_infer,
+    "monai/torch" if torch_infer is not None else None,
+    torch_infer,
+    repeats,
+  )
 
 
-def overhead_rows(size: int, n_cases: int, repeats: int) -> list[dict]:
+def overhead_sample(size: int, n_cases: int, repeats: int) -> Sample:
   from assft_jax.engine import score_pass, sliding_window_predict
 
   module, variables = _jax_model()
@@ -106,18 +90,14 @@ def overhead_rows(size: int, n_cases: int, repeats: int) -> list[dict]:
   def plain():
     return [jnp.argmax(sliding_window_predict(module, variables, vols[i], size), -1) for i in ids]
 
-  score_s, plain_s = paired(
-    lambda: score_pass(module, variables, vols, ids, roi=size, r=1, R=5), plain, 1, repeats
+  return timing.pair(
+    f"score_pass_overhead {n_cases}x{size}^3",
+    lambda: score_pass(module, variables, vols, ids, roi=size, r=1, R=5),
+    "plain sliding_window",
+    plain,
+    repeats,
+    note="goal ratio <= 1.1",
   )
-  return [
-    row(
-      f"score_pass_overhead {n_cases}x{size}^3",
-      score_s,
-      "plain sliding_window",
-      plain_s,
-      note="goal ratio <= 1.1",
-    )
-  ]
 
 
 class LazyVolumes(Mapping):
@@ -199,11 +179,9 @@ def rss_rows(size: int) -> list[dict]:
 
 def run(quick: bool) -> list[dict]:
   size, roi, vol = (32, 32, 48) if quick else (64, 64, 96)
-  reps = 3 if quick else 5
-  rows = infer_rows(vol, roi, max(reps - 2, 2))
-  rows += overhead_rows(size, 4, reps)
-  rows += rss_rows(size)
-  return rows
+  reps = 3 if quick else timing.REPEATS
+  rows = timing.over_passes(lambda: [infer_sample(vol, roi, reps), overhead_sample(size, 4, reps)])
+  return rows + rss_rows(size)
 
 
 if __name__ == "__main__":

@@ -9,30 +9,37 @@ S = 64 and 96 (quick: S = 32), side by side on the same CPU:
 for conv_impl "s2d" and "native". Native runs first at the smallest config; larger configs
 run native only if its measured FLOP rate predicts a train step <= NATIVE_BUDGET_S
 (XLA:CPU's strided/transposed 3D convs are ~10x slower); skipped cells are rows with a
-note and no time. Contenders are timed round-robin (one call each per repeat, median)
-so they share the machine's load. The JAX calls run under `jax.transfer_guard("disallow")`
-(inputs placed on the device beforehand): a host round trip inside the step would raise.
-`compiles` = the jitted function's cache size after all calls (1 = no recompile).
-gflops / ref_gflops = analytic conv FLOPs (flops.py) / median time.
+note and no time. The contenders of a cell (s2d, native, MONAI) are timed round-robin by
+the shared timer (timing.py: warm-up, then `REPEATS` rounds; quick: 2), and every
+configuration is measured in 2 passes (all configurations, then all again, each pass
+with new models and compiles; the native decision is the first pass's): each row has
+min/median/max of both contenders, ratio = the ratio of the medians, ratio_p1/ratio_p2
+and their spread. The JAX calls run under `jax.transfer_guard("disallow")` (inputs
+placed on the device beforehand): a host round trip inside the step would raise.
+`compiles` = the jitted function's cache size after all calls (1 = no recompile);
+first_call_s (compile included) is pass 1's. gflops / ref_gflops = analytic conv FLOPs
+(flops.py) / median time.
 """
 
 from __future__ import annotations
 
 import gc
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
 
+from experiments.benchmarks import timing
 from experiments.benchmarks.flops import segresnet_forward_flops
-from experiments.benchmarks.timing import block, row
+from experiments.benchmarks.timing import Sample
 
 ARCH = dict(in_channels=1, out_channels=4, blocks_down=(1, 2, 2, 4))
 BATCH = 2
 NATIVE_BUDGET_S = 20.0
 IMPLS = ("s2d", "native")
+CONFIGS = [(8, 64), (8, 96), (32, 64), (32, 96)]  # (init_filters, size)
+QUICK_CONFIGS = [(8, 32), (32, 32)]
+QUICK_REPEATS = 2
 
 
 def _data(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,26 +111,10 @@ def _torch_fns(filters: int, x: np.ndarray, y: np.ndarray):
   return forward, train
 
 
-def _interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
-  """(median seconds, first-call seconds incl. compile) of each fn, round-robin."""
-  first = {}
-  for k, fn in fns.items():
-    t0 = time.perf_counter()
-    block(fn())
-    first[k] = time.perf_counter() - t0
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      t0 = time.perf_counter()
-      block(fn())
-      times[k].append(time.perf_counter() - t0)
-  return {k: statistics.median(v) for k, v in times.items()}, first
-
-
-def _config_rows(
+def _config_samples(
   filters: int, size: int, repeats: int, native_rate: dict | None, have_torch: bool
-) -> tuple[list[dict], dict]:
-  """Rows of one (init_filters, size); returns the native FLOP rates it measured."""
+) -> tuple[list[Sample], dict]:
+  """Samples of one (init_filters, size); returns the native FLOP rates it measured."""
   x, y = _data(size)
   fl = segresnet_forward_flops(filters, batch=BATCH, size=size, **ARCH)
   flops = {"forward": fl, "train_step": 3 * fl}
@@ -142,50 +133,48 @@ def _config_rows(
     fns["forward"][impl], fns["train_step"][impl] = fwd, train
   if have_torch:
     fns["forward"]["torch"], fns["train_step"]["torch"] = _torch_fns(filters, x, y)
-  rows, rates = [], {}
+  samples, rates = [], {}
   shape = f"{BATCH}x1x{size}^3"
   for op in ("forward", "train_step"):
-    med, first = _interleaved(fns[op], repeats)
-    ref_s = med.get("torch")
+    times, first = timing.interleaved(fns[op], repeats)
     for impl in impls:
-      extra = dict(
-        op=op,
-        shape=shape,
-        init_filters=filters,
-        conv_impl=impl,
-        gflops=flops[op] / med[impl] / 1e9,
-        first_call_s=first[impl],
-        compiles=compiles[impl]()[op],
-      )
-      if ref_s is not None:
-        extra["ref_gflops"] = flops[op] / ref_s / 1e9
-      rows.append(
-        row(
+      samples.append(
+        Sample(
           f"{op} if{filters} {size}^3 {impl}",
-          med[impl],
-          "monai" if ref_s is not None else None,
-          ref_s,
-          **extra,
+          times[impl],
+          "monai" if have_torch else None,
+          times.get("torch", ()),
+          flops[op],
+          dict(
+            op=op,
+            shape=shape,
+            init_filters=filters,
+            conv_impl=impl,
+            first_call_s=first[impl],
+            compiles=compiles[impl]()[op],
+          ),
         )
       )
       if impl == "native":
-        rates[op] = flops[op] / med[impl]
+        rates[op] = flops[op] / np.median(times[impl])
     for impl, est in skipped.items():
-      rows.append(
-        row(
+      samples.append(
+        Sample(
           f"{op} if{filters} {size}^3 {impl}",
-          float("nan"),
-          op=op,
-          shape=shape,
-          init_filters=filters,
-          conv_impl=impl,
-          note=f"skipped: est. train step {est:.0f} s > {NATIVE_BUDGET_S:.0f} s "
-          "budget at the native rate measured at the smallest config",
+          (),
+          extra=dict(
+            op=op,
+            shape=shape,
+            init_filters=filters,
+            conv_impl=impl,
+            note=f"skipped: est. train step {est:.0f} s > {NATIVE_BUDGET_S:.0f} s "
+            "budget at the native rate measured at the smallest config",
+          ),
         )
       )
   del fns
   gc.collect()
-  return rows, rates
+  return samples, rates
 
 
 def run(quick: bool) -> list[dict]:
@@ -196,14 +185,20 @@ def run(quick: bool) -> list[dict]:
     have_torch = True
   except ImportError:
     have_torch = False
-  configs = [(8, 32), (32, 32)] if quick else [(8, 64), (8, 96), (32, 64), (32, 96)]
-  repeats = 2 if quick else 3
-  rows, native_rate = [], None
-  for filters, size in configs:
-    r, rates = _config_rows(filters, size, repeats, native_rate, have_torch)
-    rows += r
-    native_rate = native_rate or rates or None
-  return rows
+  configs = QUICK_CONFIGS if quick else CONFIGS
+  repeats = QUICK_REPEATS if quick else timing.REPEATS
+  native = {}  # pass 1's native FLOP rates at the first config: both passes skip alike
+
+  def one_pass() -> list[Sample]:
+    samples = []
+    for i, (filters, size) in enumerate(configs):
+      rate = native["rates"] if i else None  # the first config always runs native
+      s, rates = _config_samples(filters, size, repeats, rate, have_torch)
+      samples += s
+      native.setdefault("rates", rates)
+    return samples
+
+  return timing.over_passes(one_pass)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Command: `python -m experiments.bench ops [--quick]`. Says which operation holds the
 train step back. Shapes are those of SegResNetDS(init_filters 32) on a batch of
 2 x 64^3 (quick: 2 x 32^3): level 0 = [2, S^3, 32], level 1 = [2, (S/2)^3, 64].
-Per op, JAX "s2d" (the CPU default) vs torch on the same CPU, round-robin medians:
+Per op, JAX "s2d" (the CPU default) vs torch on the same CPU, by the shared timer
+(timing.py: round-robin, `REPEATS` rounds, quick 3; 2 passes over all ops, with the
+min/median/max, ratio of the medians, ratio_p1/ratio_p2 and their spread):
 - fwd: the op alone (jitted); fwdbwd: value + input and weight gradients of
   sum(y * g), i.e. what the train step pays for the op.
 Ops: Conv3 (3x3x3, stride 1), DownConv (stride 2), UpConv (ConvTranspose k3 s2),
@@ -18,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmarks.model import _interleaved
-from experiments.benchmarks.timing import row
+from experiments.benchmarks import timing
+from experiments.benchmarks.timing import Sample
+
+SIZE, QUICK_SIZE = 64, 32  # S of the [2, S^3, C] level-0 input
 
 
 def _specs(size: int) -> list[tuple]:
@@ -119,30 +123,23 @@ def _torch_op(make, shape):
 
 
 def run(quick: bool) -> list[dict]:
-  size, repeats = (32, 3) if quick else (64, 5)
-  rows = []
-  for name, make_j, make_t, shape, flops in _specs(size):
-    jf, jg = _jax_op(make_j, shape)
-    tf, tg = _torch_op(make_t, shape)
-    for kind, fns, fl in (
-      ("fwd", {"jax": jf, "torch": tf}, flops),
-      ("fwdbwd", {"jax": jg, "torch": tg}, 3 * flops),
-    ):
-      med, _ = _interleaved(fns, repeats)
-      extra = {"gflops": fl / med["jax"] / 1e9, "ref_gflops": fl / med["torch"] / 1e9} if fl else {}
-      rows.append(
-        row(
-          f"{kind} {name}",
-          med["jax"],
-          "torch",
-          med["torch"],
-          op=kind,
-          shape="x".join(map(str, shape)),
-          conv_impl="s2d",
-          **extra,
-        )
-      )
-  return rows
+  size, repeats = (QUICK_SIZE, 3) if quick else (SIZE, timing.REPEATS)
+
+  def one_pass() -> list[Sample]:
+    samples = []
+    for name, make_j, make_t, shape, flops in _specs(size):
+      jf, jg = _jax_op(make_j, shape)
+      tf, tg = _torch_op(make_t, shape)
+      for kind, fns, fl in (
+        ("fwd", {"jax": jf, "torch": tf}, flops),
+        ("fwdbwd", {"jax": jg, "torch": tg}, 3 * flops),
+      ):
+        times, _ = timing.interleaved(fns, repeats)
+        extra = dict(op=kind, shape="x".join(map(str, shape)), conv_impl="s2d")
+        samples.append(Sample(f"{kind} {name}", times["jax"], "torch", times["torch"], fl, extra))
+    return samples
+
+  return timing.over_passes(one_pass)
 
 
 if __name__ == "__main__":

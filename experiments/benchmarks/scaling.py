@@ -4,8 +4,11 @@ Command: `python -m experiments.bench scaling` or `python -m experiments.benchma
 [--quick]`. Each device count runs in its own process
 (XLA_FLAGS=--xla_force_host_platform_device_count=n must precede jax's start), with the
 same global batch (4 x 32^3; quick 4 x 16^3), SegResNetDS(init_filters 8, 5 levels;
-quick 4, 3 levels). Rows: median step time (jax_s), ratio = time / 1-device time, and
-correctness vs 1 device: |loss| difference at steps 1 and 2, relative grad-norm
+quick 4, 3 levels). The device counts run one process after the other, 1, 2, 4, and the
+whole sequence twice (2 passes); each process times its step with the shared timer
+(timing.py, `REPEATS` calls after a warm-up, quick 3). Rows: min/median/max step time,
+ratio = median / the 1-device median, ratio_p1/ratio_p2 and their spread, and
+correctness vs 1 device (pass 1's): |loss| difference at steps 1 and 2, relative grad-norm
 difference at step 1, max |params| difference after 2 steps and the fraction of weights
 differing by more than 1e-5 (AdamW's first updates are ~lr * sign(grad), so a weight
 whose gradient is ~0 can move +-lr on one device count and -+lr on another: a few such
@@ -29,12 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.benchmarks import timing
+
+COUNTS = (1, 2, 4)
 _SCRIPT = """
 import json, sys
 import jax, numpy as np
+from assft_jax import atomic
 from assft_jax.engine import create_state, make_mesh, make_optimizer, make_train_step
 from assft_jax.models import SegResNetDS, init_variables
-from experiments.benchmarks.timing import median_time
+from experiments.benchmarks import timing
 size, out = int(sys.argv[1]), sys.argv[2]
 quick = size < 32
 arch = dict(init_filters=4, blocks_down=(1, 1, 1)) if quick else dict(init_filters=8)
@@ -51,13 +58,15 @@ for _ in range(2):
   s, m = step(s, batch, jax.random.key(0))
   losses.append(float(m["loss"]))
   gnorms.append(float(m["grad_norm"]))
-np.savez(out, *[np.asarray(x) for x in jax.tree.leaves(s["params"])])
+def save(path, params):
+  atomic.write_npz(path, {f"arr_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))})
+save(out, s["params"])
 if len(jax.devices()) == 1:  # noise floor: the same 2 steps on the reversed batch order
   sp = create_state(variables, tx)
   rev = {k: x[::-1].copy() for k, x in batch.items()}
   for _ in range(2):
     sp, _ = step(sp, rev, jax.random.key(0))
-  np.savez(out.replace(".npz", "_rev.npz"), *[np.asarray(x) for x in jax.tree.leaves(sp["params"])])
+  save(out.replace(".npz", "_rev.npz"), sp["params"])
 from assft_jax.engine.train import shard_batch
 placed, key = shard_batch(batch, step.mesh), jax.device_put(jax.random.key(0))
 holder = {"s": s}
@@ -66,9 +75,9 @@ def run():
   with jax.transfer_guard("disallow"):
     holder["s"], m = step(holder["s"], placed, key)
   return m
-t = median_time(run, warmup=1, repeats=3 if quick else 5)
+times, _ = timing.interleaved({"step": run}, 3 if quick else timing.REPEATS)
 print(json.dumps({"devices": len(jax.devices()), "loss": losses, "gnorm": gnorms,
-                  "step_s": t, "compiles": step.jitted._cache_size()}))
+                  "step_times": times["step"], "compiles": step.jitted._cache_size()}))
 """
 
 
@@ -88,51 +97,55 @@ def _one(n: int, size: int, out: Path) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _params(path: Path) -> list[np.ndarray]:
+  with np.load(path) as z:
+    return [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+
+
+def _diffs(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
+  d = [np.abs(x - y) for x, y in zip(a, b)]
+  return {
+    "max_dparams": max(float(x.max()) for x in d),
+    "frac_dparams_gt_1e-5": float(sum((x > 1e-5).sum() for x in d) / sum(x.size for x in d)),
+  }
+
+
 def run(quick: bool) -> list[dict]:
   size = 16 if quick else 32
-  rows, base = [], None
+  passes = []
   with tempfile.TemporaryDirectory() as tmp:
-    for n in (1, 2, 4):
-      out = Path(tmp) / f"params{n}.npz"
-      r = _one(n, size, out)
-      with np.load(out) as z:
-        params = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
-      if base is None:
-        base = (r, params)
-        with np.load(str(out).replace(".npz", "_rev.npz")) as z:
-          rev = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
-        d = [np.abs(a - b) for a, b in zip(rev, params)]
-        rows.append(
-          {
-            "name": f"noise floor: 1 dev, batch order reversed 4x{size}^3",
-            "jax_s": float("nan"),
-            "max_dparams": max(float(x.max()) for x in d),
-            "frac_dparams_gt_1e-5": float(
-              sum((x > 1e-5).sum() for x in d) / sum(x.size for x in d)
-            ),
-          }
-        )
-      dp = [np.abs(a - b) for a, b in zip(params, base[1])]
-      b0 = base[0]
-      rows.append(
-        {
-          "name": f"train_step {n} dev 4x{size}^3",
-          "jax_s": r["step_s"],
-          "ref": "1 device",
-          "ref_s": b0["step_s"],
-          "ratio": r["step_s"] / b0["step_s"],
+    for k in range(timing.PASSES):
+      res = {n: _one(n, size, Path(tmp) / f"params{n}_p{k}.npz") for n in COUNTS}
+      base = res[1]
+      samples = []
+      for n, r in res.items():
+        extra = {
           "devices": r["devices"],
           "compiles": r["compiles"],
-          "dloss_step1": abs(r["loss"][0] - b0["loss"][0]),
-          "dloss_step2": abs(r["loss"][1] - b0["loss"][1]),
-          "rel_dgnorm_step1": abs(r["gnorm"][0] / b0["gnorm"][0] - 1),
-          "max_dparams": max(float(d.max()) for d in dp),
-          "frac_dparams_gt_1e-5": float(
-            sum((d > 1e-5).sum() for d in dp) / sum(d.size for d in dp)
+          "dloss_step1": abs(r["loss"][0] - base["loss"][0]),
+          "dloss_step2": abs(r["loss"][1] - base["loss"][1]),
+          "rel_dgnorm_step1": abs(r["gnorm"][0] / base["gnorm"][0] - 1),
+          **_diffs(
+            _params(Path(tmp) / f"params{n}_p{k}.npz"), _params(Path(tmp) / f"params1_p{k}.npz")
           ),
         }
-      )
-  return rows
+        samples.append(
+          timing.Sample(
+            f"train_step {n} dev 4x{size}^3",
+            r["step_times"],
+            "1 device",
+            base["step_times"],
+            extra=extra,
+          )
+        )
+      passes.append(samples)
+    p1 = Path(tmp) / "params1_p0.npz"
+    floor = {
+      "name": f"noise floor: 1 dev, batch order reversed 4x{size}^3",
+      "jax_s": float("nan"),
+      **_diffs(_params(Path(str(p1).replace(".npz", "_rev.npz"))), _params(p1)),
+    }
+  return [floor, *timing.merge(passes)]
 
 
 if __name__ == "__main__":

@@ -5,19 +5,24 @@ Command: `python -m experiments.bench scoring` (or, directly,
 Rows: the jitted `reduce_case_stats` vs the same statistics in vectorised numpy float32
 (ratio = jax / numpy); DKD (PAKD + PD, O(N F) via cumulative sums) at N = 1,000 and
 10,000, F = 512 (goal <= 2 s), vs a direct O(N^2) numpy formula at N = 1,000; and the
-select time of the heavier strategies at N = 2,000.
+select time of the heavier strategies at N = 2,000. Every row is timed by the shared
+timer (timing.py: round-robin where there is a reference, `REPEATS` rounds, quick 3;
+2 passes over all rows, with min/median/max, the ratio of the medians,
+ratio_p1/ratio_p2 and their spread).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from assft_jax import strategies
 from assft_jax.pool import Pool
 from assft_jax.scoring import assft, kernels
-from experiments.benchmarks.timing import median_time, row
+from experiments.benchmarks import timing
+from experiments.benchmarks.timing import Sample
 
 
 def _numpy_stats(p: np.ndarray, tau: float) -> dict[str, np.ndarray]:
@@ -75,38 +80,18 @@ def _pd_direct(embr, pakd):
 
 
 def run(quick: bool) -> list[dict]:
-  rows = []
+  reps = 3 if quick else timing.REPEATS
   n, shape, c = (2, (32, 32, 32), 4) if quick else (2, (64, 96, 96), 8)
   p = _probs(n, shape, c)
   tau = kernels.temperature(1, 5)
-  jt = median_time(lambda: kernels.reduce_case_stats(p, 1, 5))
-  nt = median_time(lambda: _numpy_stats(p, tau), warmup=1, repeats=3)
-  rows.append(
-    row(f"reduce_case_stats [{n},{'x'.join(map(str, shape))},{c}]", jt, "numpy float32", nt)
-  )
-
   rng = np.random.default_rng(0)
+  embs = {}
   for n_emb in (1_000, 10_000):
     e0 = rng.normal(size=(n_emb, 512)).astype(np.float32)
-    er = (e0 + 0.3 * rng.normal(size=e0.shape)).astype(np.float32)
-    t = median_time(lambda e0=e0, er=er: assft.dkd(e0, er), warmup=1, repeats=3)
-    extra = {}
-    if n_emb == 1_000:
-      k = assft.pakd(e0, er)
-      extra = {
-        "ref": "O(N^2) numpy PD",
-        "ref_s": median_time(
-          lambda e0=e0, k=k: k * _pd_direct(e0.astype(np.float64), k), warmup=1, repeats=3
-        ),
-      }
-      extra["ratio"] = t / extra["ref_s"]
-    rows.append(row(f"dkd N={n_emb} F=512 (goal <= 2 s)", t, **extra))
-
-  if not quick:
-    a = rng.normal(size=(10_000, 512)).astype(np.float32)
-    t = median_time(lambda: kernels.min_cosine_distance(a, a), warmup=1, repeats=3)
-    rows.append(row("min_cosine_distance 10k x 10k F=512 (blockwise, float32)", t))
-
+    embs[n_emb] = (e0, (e0 + 0.3 * rng.normal(size=e0.shape)).astype(np.float32))
+  e0k, erk = embs[1_000]
+  pakd_1k = assft.pakd(e0k, erk)
+  a = rng.normal(size=(10_000, 512)).astype(np.float32)
   n_s = 2_000 if not quick else 500
   ids = [f"c{i}" for i in range(n_s)]
   stats = {
@@ -118,16 +103,52 @@ def run(quick: bool) -> list[dict]:
   for k in ("entropy", "asd", "ugtst"):
     stats[k] = rng.random(n_s)
   pool = Pool(labeled={i: 0 for i in ids[:10]}, unlabeled=tuple(ids[10:]))
-  for name in ("coreset", "badge", "sann", "ugtst", "dkd_asd"):
-    t = median_time(
-      lambda name=name: strategies.get(name).select(stats, pool, 50, np.random.default_rng(0)),
-      warmup=1,
-      repeats=3,
-    )
-    rows.append(row(f"select {name} N={n_s} budget=50", t))
-  return rows
+
+  def one_pass() -> list[Sample]:
+    samples = [
+      timing.pair(
+        f"reduce_case_stats [{n},{'x'.join(map(str, shape))},{c}]",
+        lambda: kernels.reduce_case_stats(p, 1, 5),
+        "numpy float32",
+        lambda: _numpy_stats(p, tau),
+        reps,
+      ),
+      timing.pair(
+        "dkd N=1000 F=512 (goal <= 2 s)",
+        lambda: assft.dkd(e0k, erk),
+        "O(N^2) numpy PD",
+        lambda: pakd_1k * _pd_direct(e0k.astype(np.float64), pakd_1k),
+        reps,
+      ),
+      timing.pair(
+        "dkd N=10000 F=512 (goal <= 2 s)", lambda: assft.dkd(*embs[10_000]), None, None, reps
+      ),
+    ]
+    if not quick:
+      samples.append(
+        timing.pair(
+          "min_cosine_distance 10k x 10k F=512 (blockwise, float32)",
+          lambda: kernels.min_cosine_distance(a, a),
+          None,
+          None,
+          reps,
+        )
+      )
+    for name in ("coreset", "badge", "sann", "ugtst", "dkd_asd"):
+      samples.append(
+        timing.pair(
+          f"select {name} N={n_s} budget=50",
+          lambda name=name: strategies.get(name).select(stats, pool, 50, np.random.default_rng(0)),
+          None,
+          None,
+          reps,
+        )
+      )
+    return samples
+
+  return timing.over_passes(one_pass)
 
 
 if __name__ == "__main__":
-  for r in run(quick=False):
+  for r in run(quick="--quick" in sys.argv):
     print(r)
