@@ -100,6 +100,8 @@ class ManifestOracle:
     predict: Preannotator | None = None,
   ):
     self._dataset, self._pcfg = dataset, pcfg
+    # Annotators' files hold the run's class indices (see `_read`): no value table.
+    self._run_classes = dataclasses.replace(dataset, label_lut=None, mask_names=None)
     self._workdir, self._labels_dir = Path(workdir), Path(labels_dir)
     self._annotation_dir = Path(annotation_dir) if annotation_dir else None
     self._predict = predict
@@ -169,8 +171,7 @@ class ManifestOracle:
     (0 .. C-1), not the dataset's own label values: under --keep_labels, --label_map or
     --drop_labels the two differ, and an annotator corrects the pre-annotation in place.
     """
-    run_classes = dataclasses.replace(self._dataset, label_lut=None, mask_names=None)
-    return data_lib.prepare_label(run_classes, cid, self.path_of(cid), self._pcfg)
+    return data_lib.prepare_label(self._run_classes, cid, self.path_of(cid), self._pcfg)
 
 
 def write_manifest(path: Path, rows: Sequence[Sequence[str]]) -> None:

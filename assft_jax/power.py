@@ -72,8 +72,14 @@ def run_extent(cfg: config_lib.RunConfig, pool_size: int) -> tuple[int, int]:
   epoch without --steps_per_epoch is one pass over the last round's set.
   """
   k = 1 + cfg.al.rounds * config_lib.budget_per_round(cfg.al.budget, pool_size)
-  spe = cfg.train.steps_per_epoch or math.ceil(k / cfg.train.batch_size)
-  return k, (cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round) * spe
+  return k, (cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round) * _steps_per_epoch(
+    cfg, k
+  )
+
+
+def _steps_per_epoch(cfg: config_lib.RunConfig, k: int) -> int:
+  """--steps_per_epoch, or one pass over a set of k cases."""
+  return cfg.train.steps_per_epoch or math.ceil(k / cfg.train.batch_size)
 
 
 def measure(
@@ -99,7 +105,7 @@ def measure(
   k = run_k if k is None else k
   steps = run_steps if steps is None else steps
   sets = choose_sets(data.split["pool"], groups, k)
-  spe = cfg.train.steps_per_epoch or math.ceil(k / cfg.train.batch_size)
+  spe = _steps_per_epoch(cfg, k)
   cells = []
   for name in SETS:
     for s in seeds:
