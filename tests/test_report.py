@@ -335,3 +335,19 @@ def test_incomplete_runs_nan_cases_and_no_reference(tmp_path):
   ]
   seed_means = np.array([0.6, 0.75])
   assert float(long[1][col["seed_sd_pct"]]) == pytest.approx(100 * seed_means.std(ddof=1))
+
+
+def test_pvalue_seed_counts_follow_each_budget(tmp_path):
+  """A run still going counts only at the budgets it has finished: the p-value table's
+  seed column must say so, not count every run of the method."""
+  make_sweep(tmp_path, slices=False)
+  path = tmp_path / "assft" / "seed_1" / "summary.json"
+  d = json.loads(path.read_text())
+  d["complete"], d["rounds"] = False, d["rounds"][:2]  # r = 0, 1 done; 2, 3 not yet
+  path.write_text(json.dumps(d))
+  write_report(tmp_path)
+  md = (tmp_path / "report.md").read_text()
+  rows = _md_table(md, "#### Mann–Whitney U p-values against ASSFT, seeds as replicates")
+  assert rows[0][:2] == ["Methods", "Seeds per budget"]
+  counts = {r[0]: r[1] for r in rows[1:]}
+  assert counts == {"RAND": "2", "ENPY": "2", "DKD+ASD": "2", "ASSFT": "2/1/1"}

@@ -82,12 +82,19 @@ def main_rows(s: Summary, budgets: list[Budget], markdown: bool, seeds: bool) ->
   return rows
 
 
+def seed_counts(s: Summary, m: str, budgets: list[Budget]) -> str:
+  """How many of m's seeds reached each budget: "5", or "5/5/4" while runs are still
+  going (a run's seed counts only at the budgets it has finished)."""
+  n = [len(s.cells[(m, b.round)].seed_means) if (m, b.round) in s.cells else 0 for b in budgets]
+  return str(n[0]) if len(set(n)) == 1 else "/".join(map(str, n))
+
+
 def pvalue_rows(s: Summary, budgets: list[Budget], seeds: bool) -> list[list[str]]:
   pv = _pvalues(s, seeds)
-  rows = [["Methods", "Seeds"] + [b.header for b in budgets]]
+  rows = [["Methods", "Seeds per budget"] + [b.header for b in budgets]]
   for m in s.methods:
     cells = ["reference" if m == s.reference else fmt_p(pv.get((m, b.round))) for b in budgets]
-    rows.append([m, str(len(s.seeds[m]))] + cells)
+    rows.append([m, seed_counts(s, m, budgets)] + cells)
   return rows
 
 
