@@ -6,13 +6,14 @@ implementation used to apply it, so one set of weights serves both `conv_impl` v
 
 - `Conv3`: the stride-1 3x3x3 convs. `"s2d"` folds the depth taps into channels and
   runs a 2D conv (XLA:CPU's 3D convs are far slower than its 2D ones).
-- `DownConv`: MONAI's stride-2 3x3x3 conv (pad 1, no bias). `"s2d"` applies it as
-  space-to-depth followed by a 2x2x2 conv, which avoids XLA:CPU's slow input gradient of
-  strided convs. Exact: same products, same sums, only the order of the sum differs.
+- `DownConv`: MONAI's stride-2 3x3x3 conv (pad 1, no bias). `"s2d"` splits the input
+  into blocks of two and runs one GEMM per block offset over the phases it reads
+  (`down_conv_phases`), which avoids XLA:CPU's slow strided convs and their gradients.
 - `UpConv`: MONAI's ConvTranspose3d(k=3, s=2, p=1, output_padding=1, no bias). The stored
   kernel is the torch weight `(in, out, k, k, k)` moved to `(k, k, k, in, out)`, not
   flipped. `"native"` runs the lhs-dilated correlation with the flipped kernel; `"s2d"`
-  runs a 2x2x2 conv producing the 8 output phases, then depth-to-space.
+  runs one GEMM per output phase, then interleaves the phases (`up_conv_phases`).
+  Both rewrites are exact: the same products, only the order of the sums differs.
 - `BatchNorm`: PyTorch BatchNorm3d (eps 1e-5, momentum 0.1, running_var updated with the
   *unbiased* batch variance, which `flax.linen.BatchNorm` does not do).
 """
@@ -31,30 +32,20 @@ _DN = ("NDHWC", "DHWIO", "NDHWC")
 # He/Kaiming normal (fan_in): the paper's initialisation for a fresh decoder (§3.5).
 he_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
-# Tap tables for the exact rewrites, per spatial axis: _TAPS[t][r] is the index k of the
-# 3-tap kernel that tap t of the 2-tap conv uses for phase r; 3 means "zero".
-# Stride-2 conv: y[m] = x[2m-1] w0 + x[2m] w1 + x[2m+1] w2, with xs[m, r] = x[2m + r]
-#   -> tap t=0 reads block m-1 (phase 1: w0), tap t=1 reads block m (w1, w2).
-_DOWN_TAPS = np.array([[3, 0], [1, 2]])
-# Transposed conv (p=1, op=1): y[2m] = x[m] w1 ; y[2m+1] = x[m] w2 + x[m+1] w0
-#   -> tap t=0 reads x[m] (phase 0: w1, phase 1: w2), tap t=1 reads x[m+1] (-, w0).
-_UP_TAPS = np.array([[1, 2], [3, 0]])
+# The stride-2 rewrites, per spatial axis (y: output, x: input, w0..w2: the 3 taps).
+# Stride-2 conv: y[m] = x[2m-1] w0 + x[2m] w1 + x[2m+1] w2. With x split into blocks of
+#   two, xb[m, r] = x[2m + r]: block m-1 gives phase 1 (w0), block m phases 0, 1 (w1, w2).
+#   Per block offset (-1, 0): (the phases read, the taps they meet).
+_DOWN_READS = (((1,), (0,)), ((0, 1), (1, 2)))
+# Transposed conv (p=1, output_padding=1): y[2m] = x[m] w1, y[2m+1] = x[m] w2 + x[m+1] w0.
+#   Per output phase (0, 1): (the input offsets read, the taps they meet).
+_UP_READS = (((0,), (1,)), ((0, 1), (2, 0)))
 
 
-def _phase_kernel(kernel: jax.Array, taps: np.ndarray) -> jax.Array:
-  """[3,3,3,I,O] -> [2,2,2 (tap), 2,2,2 (phase), I, O] via the tap table."""
-  k = jnp.pad(kernel, ((0, 1),) * 3 + ((0, 0),) * 2)  # index 3 is the zero tap
-  td, rd, th, rh, tw, rw = np.ix_(*(np.arange(2),) * 6)
-  # broadcasted gather: result axes (td, rd, th, rh, tw, rw, I, O)
-  g = k[taps[td, rd], taps[th, rh], taps[tw, rw]]
-  return g.transpose(0, 2, 4, 1, 3, 5, 6, 7)
-
-
-def space_to_depth(x: jax.Array) -> jax.Array:
-  """[B, D, H, W, C] -> [B, D/2, H/2, W/2, 8C], channel order (rd, rh, rw, c)."""
+def _split_blocks(x: jax.Array) -> jax.Array:
+  """[B, D, H, W, C] -> [B, D/2, 2, H/2, 2, W/2, 2, C]: blocks of two and their phase."""
   b, d, h, w, c = x.shape
-  x = x.reshape(b, d // 2, 2, h // 2, 2, w // 2, 2, c)
-  return x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, d // 2, h // 2, w // 2, 8 * c)
+  return x.reshape(b, d // 2, 2, h // 2, 2, w // 2, 2, c)
 
 
 def depth_to_space(x: jax.Array) -> jax.Array:
@@ -63,6 +54,48 @@ def depth_to_space(x: jax.Array) -> jax.Array:
   c = c8 // 8
   x = x.reshape(b, d, h, w, 2, 2, 2, c)
   return x.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, 2 * d, 2 * h, 2 * w, c)
+
+
+def down_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Stride-2 3x3x3 conv, pad 1: x [B, D, H, W, I] (D, H, W even), kernel [3, 3, 3, I, O]
+  -> [B, D/2, H/2, W/2, O], as 8 GEMMs, one per block offset (od, oh, ow) in {-1, 0}^3,
+  each over the phases that offset reads (_DOWN_READS): 27 taps, no zero ones.
+
+  Why: XLA:CPU's strided 3D conv is slow, and so is its input gradient; the former
+  space-to-depth + 2x2x2 conv multiplied 64 taps for 27 useful ones and its gradient ran
+  at 3-4 GFLOP/s here. Same products; only the order of the sums differs.
+  """
+  b, d, h, w, _ = x.shape
+  n = (d // 2, h // 2, w // 2)
+  xb = jnp.pad(_split_blocks(x), ((0, 0), (1, 0), (0, 0), (1, 0), (0, 0), (1, 0), (0, 0), (0, 0)))
+  y = None
+  for od, oh, ow in np.ndindex(2, 2, 2):  # index 0 = block m-1 (after the front pad)
+    (pd, kd), (ph, kh), (pw, kw) = _DOWN_READS[od], _DOWN_READS[oh], _DOWN_READS[ow]
+    blk = xb[:, od : od + n[0], :, oh : oh + n[1], :, ow : ow + n[2]]
+    blk = blk[:, :, list(pd)][:, :, :, :, list(ph)][:, :, :, :, :, :, list(pw)]
+    part = jnp.einsum("bdphqwrc,pqrco->bdhwo", blk, kernel[np.ix_(kd, kh, kw)])
+    y = part if y is None else y + part
+  return y
+
+
+def up_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """ConvTranspose3d(k=3, s=2, p=1, output_padding=1): x [B, D, H, W, I], kernel
+  [3, 3, 3, I, O] (torch's weight moved to channels-last, not flipped) -> [B, 2D, 2H, 2W, O],
+  as 8 GEMMs, one per output phase, each over the shifted inputs that phase reads
+  (_UP_READS): 27 taps, no zero ones; then the phases are interleaved.
+
+  Why: XLA:CPU's lhs-dilated conv and the gradient of the former 2x2x2 phase conv (64
+  taps for 27) ran at 6-7 GFLOP/s here. Same products; only the order of the sums differs.
+  """
+  b, d, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 1), (0, 0)))
+  phases = []
+  for rd, rh, rw in np.ndindex(2, 2, 2):
+    (sd, kd), (sh, kh), (sw, kw) = _UP_READS[rd], _UP_READS[rh], _UP_READS[rw]
+    shifted = [xp[:, i : i + d, j : j + h, k : k + w] for i in sd for j in sh for k in sw]
+    taps = kernel[np.ix_(kd, kh, kw)].reshape(len(shifted), c, kernel.shape[-1])
+    phases.append(jnp.einsum("bdhwtc,tco->bdhwo", jnp.stack(shifted, -2), taps))
+  return depth_to_space(jnp.concatenate(phases, -1))
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
@@ -133,14 +166,12 @@ class DownConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    cin = x.shape[-1]
     x, kernel = _kernel3(self, x)
     if resolve_conv_impl(self.conv_impl) == "native":
       return jax.lax.conv_general_dilated(
         x, kernel, (2, 2, 2), ((1, 1),) * 3, dimension_numbers=_DN
       )
-    k2 = _phase_kernel(kernel, _DOWN_TAPS).reshape(2, 2, 2, 8 * cin, self.features)
-    return conv3d(space_to_depth(x), k2, ((1, 0),) * 3, "s2d")
+    return down_conv_phases(x, kernel)
 
 
 class UpConv(nn.Module):
@@ -152,7 +183,6 @@ class UpConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    cin = x.shape[-1]
     x, kernel = _kernel3(self, x)
     if resolve_conv_impl(self.conv_impl) == "native":
       # transposed conv = correlation of the 2x-dilated input with the flipped kernel,
@@ -165,9 +195,7 @@ class UpConv(nn.Module):
         lhs_dilation=(2, 2, 2),
         dimension_numbers=_DN,
       )
-    k2 = _phase_kernel(kernel, _UP_TAPS)  # (t, r, I, O) -> (t, I, r, O)
-    k2 = k2.transpose(0, 1, 2, 6, 3, 4, 5, 7).reshape(2, 2, 2, cin, 8 * self.features)
-    return depth_to_space(conv3d(x, k2, ((0, 1),) * 3, "s2d"))
+    return up_conv_phases(x, kernel)
 
 
 class BatchNorm(nn.Module):
