@@ -29,6 +29,7 @@ from flax import linen as nn
 
 Dtype = Any
 _DN = ("NDHWC", "DHWIO", "NDHWC")
+_DN2 = ("NHWC", "HWIO", "NHWC")
 # He/Kaiming normal (fan_in): the paper's initialisation for a fresh decoder (§3.5).
 he_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
@@ -107,31 +108,57 @@ def resolve_conv_impl(conv_impl: str) -> str:
   return conv_impl
 
 
-def conv3d(x: jax.Array, kernel: jax.Array, padding, impl: str) -> jax.Array:
-  """Stride-1 3D conv: x [B, D, H, W, I], kernel [kd, kh, kw, I, O] -> [B, D', H', W', O].
+def _depth_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """3x3x3 conv, stride 1, pad 1, with the depth taps folded into channels: one 2D conv
+  over [B*D, H, W, 3*I]. XLA:CPU's 2D convs are ~6x faster than its 3D ones. Costs 3x
+  the input's memory for the stacked copy."""
+  b, d, h, w, cin = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
+  xs = jnp.concatenate([xp[:, t : t + d] for t in range(3)], axis=-1)  # channels (t, c)
+  k2 = kernel.transpose(1, 2, 0, 3, 4).reshape(3, 3, 3 * cin, kernel.shape[-1])
+  y = jax.lax.conv_general_dilated(
+    xs.reshape(b * d, h, w, 3 * cin), k2, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_DN2
+  )
+  return y.reshape(b, d, h, w, -1)
 
-  "s2d" (the CPU path) folds the depth taps into channels and runs one 2D conv over
-  [B*D', H, W, kd*I]: XLA:CPU's 2D convs are ~6x faster than its 3D ones (forward and
-  gradients; measured in notes/models.md). Same products, sums in another order; costs
-  kd x the input's memory for the stacked copy.
+
+@jax.custom_vjp
+def _conv3_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return _depth_folded(x, kernel)
+
+
+def _conv3_s2d_fwd(x, kernel):
+  return _depth_folded(x, kernel), (x, kernel)
+
+
+def _conv3_s2d_bwd(res, g):
+  """The input gradient is the same conv of g with the flipped, in/out-swapped kernel.
+  The kernel gradient is one small GEMM per tap (shifted x against g, contracted over
+  every voxel): XLA:CPU's own weight gradient of the folded 2D conv ran at 9 GFLOP/s on
+  2x32^3x64 here, these GEMMs at 60 (BUILD_NOTES, issue 13 §2)."""
+  x, kernel = res
+  dx = _depth_folded(g, kernel[::-1, ::-1, ::-1].swapaxes(3, 4))
+  _, d, h, w, _ = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
+  taps = [
+    jnp.einsum("bdhwi,bdhwo->io", xp[:, i : i + d, j : j + h, k : k + w], g)
+    for i, j, k in np.ndindex(3, 3, 3)
+  ]
+  return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+
+
+_conv3_s2d.defvjp(_conv3_s2d_fwd, _conv3_s2d_bwd)
+
+
+def conv3d(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+  """3x3x3 conv, stride 1, pad 1: x [B, D, H, W, I], kernel [3, 3, 3, I, O] -> [B, D, H, W, O].
+
+  "s2d" (the CPU path) runs the depth-folded 2D conv forward, and its own backward
+  (`_conv3_s2d_bwd`). Same products as the native conv, sums in another order.
   """
   if impl == "native":
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), tuple(padding), dimension_numbers=_DN)
-  (p0, p1), hw_pad = padding[0], tuple(padding[1:])
-  kd, kh, kw, cin, cout = kernel.shape
-  b, d, h, w, _ = x.shape
-  xp = jnp.pad(x, ((0, 0), (p0, p1), (0, 0), (0, 0), (0, 0))) if (p0 or p1) else x
-  dout = d + p0 + p1 - kd + 1
-  xs = jnp.concatenate([xp[:, t : t + dout] for t in range(kd)], axis=-1) if kd > 1 else xp
-  k2 = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kd * cin, cout)  # channels (t, c)
-  y = jax.lax.conv_general_dilated(
-    xs.reshape(b * dout, h, w, kd * cin),
-    k2,
-    (1, 1),
-    hw_pad,
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-  )
-  return y.reshape(b, dout, *y.shape[1:])
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), ((1, 1),) * 3, dimension_numbers=_DN)
+  return _conv3_s2d(x, kernel)
 
 
 def _kernel3(mod: nn.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -154,7 +181,7 @@ class Conv3(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x, kernel = _kernel3(self, x)
-    return conv3d(x, kernel, ((1, 1),) * 3, resolve_conv_impl(self.conv_impl))
+    return conv3d(x, kernel, resolve_conv_impl(self.conv_impl))
 
 
 class DownConv(nn.Module):
