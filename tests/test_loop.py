@@ -247,8 +247,8 @@ def test_lower_and_upper_bound_runs(tmp_path, cache, smoke):
 
 def test_smoke_results_unchanged_by_the_house_pass(smoke):
   """Issue #12 was a refactoring: the same queries, pseudo-labels, query scores and Dice
-  on smoke.flags as the code before it gave (tests/data/smoke_golden.json says how that
-  file was made)."""
+  on smoke.flags as the code before it gave. Since then a change that moves them must say
+  why and re-record the file (tests/data/smoke_golden.json says how and when it was)."""
   _, wd, summary = smoke
   golden = json.loads((Path(__file__).parent / "data" / "smoke_golden.json").read_text())
   assert len(summary["rounds"]) == len(golden["rounds"])
