@@ -72,9 +72,8 @@ def run_extent(cfg: config_lib.RunConfig, pool_size: int) -> tuple[int, int]:
   epoch without --steps_per_epoch is one pass over the last round's set.
   """
   k = 1 + cfg.al.rounds * config_lib.budget_per_round(cfg.al.budget, pool_size)
-  return k, (cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round) * _steps_per_epoch(
-    cfg, k
-  )
+  epochs = cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round
+  return k, epochs * _steps_per_epoch(cfg, k)
 
 
 def _steps_per_epoch(cfg: config_lib.RunConfig, k: int) -> int:

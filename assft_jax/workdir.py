@@ -177,9 +177,9 @@ def read_round(workdir: Path, r: int) -> RoundState:
     if not path.is_file():
       raise _Damaged(f"{path}: missing")
     try:
-      return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise _Damaged(f"{path}: damaged, not valid JSON ({e})") from None
+      return read_json(path)
+    except WorkdirError as e:
+      raise _Damaged(str(e)) from None
 
   rd = round_dir(workdir, r)
   try:

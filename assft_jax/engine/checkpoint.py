@@ -12,29 +12,24 @@ writes the data from process 0 anyway.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 from assft_jax.atomic import atomic_dir
+from assft_jax.models.checkpoint import on_process_zero, process_local
 
 State = dict[str, Any]
 
 
 def _manager(directory: str | os.PathLike, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
-  # This process alone: orbax's default expects every process in each save and restore.
-  # (It then leaves creating the folder to the caller.)
-  me = jax.process_index()
+  # This process alone (orbax then leaves creating the folder to the caller).
   opts = ocp.CheckpointManagerOptions(
-    max_to_keep=max_to_keep,
-    create=False,
-    multiprocessing_options=ocp.options.MultiprocessingOptions(
-      primary_host=me, active_processes={me}
-    ),
+    max_to_keep=max_to_keep, create=False, multiprocessing_options=process_local()
   )
   return ocp.CheckpointManager(Path(directory).absolute(), options=opts)
 
@@ -54,23 +49,17 @@ def save_state(
   step = int(state["step"]) if step is None else int(step)
   host = jax.device_get(state)  # replicated: this process holds the whole state
 
-  def write(where: Path) -> None:
-    where.mkdir(parents=True, exist_ok=True)
-    with _manager(where, max_to_keep) as mngr:
-      if step in mngr.all_steps():
-        mngr.delete(step)
-      mngr.save(step, args=ocp.args.StandardSave(host))
-      mngr.wait_until_finished()
+  def write() -> None:
+    place = atomic_dir(directory) if replace else contextlib.nullcontext(Path(directory))
+    with place as where:
+      where.mkdir(parents=True, exist_ok=True)
+      with _manager(where, max_to_keep) as mngr:
+        if step in mngr.all_steps():
+          mngr.delete(step)
+        mngr.save(step, args=ocp.args.StandardSave(host))
+        mngr.wait_until_finished()
 
-  if jax.process_index() == 0:
-    if replace:
-      with atomic_dir(directory) as tmp:
-        write(tmp)
-    else:
-      write(Path(directory))
-  if jax.process_count() > 1:
-    # the directory may be mounted elsewhere on other hosts: the barrier names the step
-    multihost_utils.sync_global_devices(f"assft_jax.save_state {step}")
+  on_process_zero(write, f"assft_jax.save_state {step}")
   return step
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +47,35 @@ def save_pretrained(
     for k in ("params", "batch_stats")
     if k in variables
   }
-  # Several processes (jax.distributed) hold the same replicated variables: process 0
-  # writes them alone and the others wait (each swapping in its own folder would race).
-  if jax.process_index() == 0:
+
+  def write() -> None:
     with atomic_dir(directory) as tmp:
       _checkpointer().save(tmp / "variables", tree)
       (tmp / "model.json").write_text(json.dumps(dict(config), indent=1, sort_keys=True))
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("assft_jax.save_pretrained")
+
+  on_process_zero(write, "assft_jax.save_pretrained")
   return directory
 
 
-def _checkpointer() -> ocp.Checkpointer:
-  """An orbax checkpointer of this process alone: orbax's default expects every process
-  in each save and restore, and a checkpoint here is written by one."""
+def on_process_zero(write: Callable[[], None], tag: str) -> None:
+  """Runs `write` on process 0 only; with several processes (jax.distributed) the others
+  wait for it at a barrier named `tag`. Every process holds the same replicated state,
+  and each swapping in its own folder would race."""
+  if jax.process_index() == 0:
+    write()
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(tag)
+
+
+def process_local() -> ocp.options.MultiprocessingOptions:
+  """orbax options for this process alone: orbax's default expects every process in each
+  save and restore, and a checkpoint here is written by one (`on_process_zero`)."""
   me = jax.process_index()
-  mp = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
+def _checkpointer() -> ocp.Checkpointer:
+  mp = process_local()
   return ocp.Checkpointer(
     ocp.PyTreeCheckpointHandler(multiprocessing_options=mp), multiprocessing_options=mp
   )

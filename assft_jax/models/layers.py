@@ -66,7 +66,7 @@ def down_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   space-to-depth + 2x2x2 conv multiplied 64 taps for 27 useful ones and its gradient ran
   at 3-4 GFLOP/s here. Same products; only the order of the sums differs.
   """
-  b, d, h, w, _ = x.shape
+  _, d, h, w, _ = x.shape
   n = (d // 2, h // 2, w // 2)
   xb = jnp.pad(_split_blocks(x), ((0, 0), (1, 0), (0, 0), (1, 0), (0, 0), (1, 0), (0, 0), (0, 0)))
   y = None
@@ -88,7 +88,7 @@ def up_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   Why: XLA:CPU's lhs-dilated conv and the gradient of the former 2x2x2 phase conv (64
   taps for 27) ran at 6-7 GFLOP/s here. Same products; only the order of the sums differs.
   """
-  b, d, h, w, c = x.shape
+  _, d, h, w, c = x.shape
   xp = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 1), (0, 0)))
   phases = []
   for rd, rh, rw in np.ndindex(2, 2, 2):
@@ -134,8 +134,8 @@ def _conv3_s2d_fwd(x, kernel):
 def _conv3_s2d_bwd(res, g):
   """The input gradient is the same conv of g with the flipped, in/out-swapped kernel.
   The kernel gradient is one small GEMM per tap (shifted x against g, contracted over
-  every voxel): XLA:CPU's own weight gradient of the folded 2D conv ran at 9 GFLOP/s on
-  2x32^3x64 here, these GEMMs at 60 (BUILD_NOTES, issue 13 §2)."""
+  every voxel): on 2x32^3x64 XLA:CPU's own weight gradient of the folded 2D conv took
+  4.3-4.7 s here, these GEMMs 0.54-0.58 s (BUILD_NOTES, issue 13 §2)."""
   x, kernel = res
   dx = _depth_folded(g, kernel[::-1, ::-1, ::-1].swapaxes(3, 4))
   _, d, h, w, _ = x.shape

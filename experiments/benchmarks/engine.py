@@ -179,7 +179,7 @@ def rss_rows(size: int) -> list[dict]:
 
 def run(quick: bool) -> list[dict]:
   size, roi, vol = (32, 32, 48) if quick else (64, 64, 96)
-  reps = 3 if quick else timing.REPEATS
+  reps = timing.repeats(quick)
   rows = timing.over_passes(lambda: [infer_sample(vol, roi, reps), overhead_sample(size, 4, reps)])
   return rows + rss_rows(size)
 

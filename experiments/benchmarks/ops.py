@@ -123,7 +123,7 @@ def _torch_op(make, shape):
 
 
 def run(quick: bool) -> list[dict]:
-  size, repeats = (QUICK_SIZE, 3) if quick else (SIZE, timing.REPEATS)
+  size, repeats = (QUICK_SIZE if quick else SIZE), timing.repeats(quick)
 
   def one_pass() -> list[Sample]:
     samples = []

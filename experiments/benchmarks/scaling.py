@@ -75,7 +75,7 @@ def run():
   with jax.transfer_guard("disallow"):
     holder["s"], m = step(holder["s"], placed, key)
   return m
-times, _ = timing.interleaved({"step": run}, 3 if quick else timing.REPEATS)
+times, _ = timing.interleaved({"step": run}, timing.repeats(quick))
 print(json.dumps({"devices": len(jax.devices()), "loss": losses, "gnorm": gnorms,
                   "step_times": times["step"], "compiles": step.jitted._cache_size()}))
 """

@@ -35,39 +35,33 @@ def run(quick: bool) -> list[dict]:
   ref64 = "numpy float64"
   size = f"N={n} F={f}"
 
+  # (row, kernel name in both embed_kernels and assft, its arguments)
+  rows = [
+    (f"pakd {size}", "pakd", (e0, er)),
+    (f"pd {size}", "pairwise_dissimilarity", (er, k)),
+    (f"dkd {size}", "dkd", (e0, er)),
+    (f"D {size} to {a} anchors", "semantic_distance", (er, anchors)),
+  ]
+
   def one_pass() -> list[Sample]:
     # the device results are read back: numpy out, as the strategies use them
-    return [
+    samples = [
       timing.pair(
-        f"pakd {size}",
-        lambda: np.asarray(embed_kernels.pakd(e0, er)),
+        name,
+        lambda fn=fn, args=args: np.asarray(getattr(embed_kernels, fn)(*args)),
         ref64,
-        lambda: assft.pakd(e0, er),
-      ),
-      timing.pair(
-        f"pd {size}",
-        lambda: np.asarray(embed_kernels.pairwise_dissimilarity(er, k)),
-        ref64,
-        lambda: assft.pairwise_dissimilarity(er, k),
-      ),
-      timing.pair(
-        f"dkd {size}",
-        lambda: np.asarray(embed_kernels.dkd(e0, er)),
-        ref64,
-        lambda: assft.dkd(e0, er),
-      ),
-      timing.pair(
-        f"D {size} to {a} anchors",
-        lambda: np.asarray(embed_kernels.semantic_distance(er, anchors)),
-        ref64,
-        lambda: assft.semantic_distance(er, anchors),
-      ),
+        lambda fn=fn, args=args: getattr(assft, fn)(*args),
+      )
+      for name, fn, args in rows
+    ]
+    samples.append(
       timing.pair(
         f"dkd 3 runs {size} (vmap)",
         lambda: np.asarray(dkd_runs(runs0, runsr)),
         "3 numpy float64 calls",
         lambda: [assft.dkd(x, y) for x, y in zip(runs0, runsr)],
-      ),
-    ]
+      )
+    )
+    return samples
 
   return timing.over_passes(one_pass)

@@ -80,7 +80,7 @@ def _pd_direct(embr, pakd):
 
 
 def run(quick: bool) -> list[dict]:
-  reps = 3 if quick else timing.REPEATS
+  reps = timing.repeats(quick)
   n, shape, c = (2, (32, 32, 32), 4) if quick else (2, (64, 96, 96), 8)
   p = _probs(n, shape, c)
   tau = kernels.temperature(1, 5)

@@ -23,7 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 REPEATS = 5  # timed calls of each contender per pass, after the warm-up
+QUICK_REPEATS = 3  # the same under --quick
 PASSES = 2
+
+
+def repeats(quick: bool) -> int:
+  return QUICK_REPEATS if quick else REPEATS
 
 
 def block(x: Any) -> Any:
