@@ -53,6 +53,27 @@ def test_conv_impls_and_remat_agree_in_value_and_gradient():
     )
 
 
+@pytest.mark.parametrize("cin,cout", [(4, 8), (32, 32), (40, 64)])
+def test_s2d_conv_gradient_equals_native_on_both_backward_paths(cin, cout):
+  """The s2d 3x3x3 conv has two backwards (its own per-tap one from
+  TAP_GRAD_MIN_CHANNELS channels, XLA's below): each gives the native conv's value and
+  input and kernel gradients, and the wide case really runs the custom one."""
+  from assft_jax.models import layers
+
+  x = jax.random.normal(jax.random.key(0), (2, 4, 6, 4, cin))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 3, cin, cout)) / np.sqrt(27 * cin)
+  g = jax.random.normal(jax.random.key(2), (2, 4, 6, 4, cout))
+
+  def vjp(impl):
+    y, back = jax.vjp(lambda xx, kk: layers.conv3d(xx, kk, impl), x, k)
+    return (y, *back(g))
+
+  custom = "custom_vjp" in str(jax.make_jaxpr(lambda xx: layers.conv3d(xx, k, "s2d"))(x))
+  assert custom == (min(cin, cout) >= layers.TAP_GRAD_MIN_CHANNELS)
+  for got, ref in zip(jax.jit(lambda: vjp("s2d"))(), jax.jit(lambda: vjp("native"))()):
+    assert float(jnp.max(jnp.abs(got - ref))) <= 1e-5 * float(jnp.max(jnp.abs(ref)))
+
+
 def test_eval_returns_single_logits_and_train_a_list():
   m = SegResNetDS(**TINY, dsdepth=2, conv_impl="s2d")
   v = init_variables(m, jax.random.key(0), 4)

@@ -150,15 +150,27 @@ def _conv3_s2d_bwd(res, g):
 _conv3_s2d.defvjp(_conv3_s2d_fwd, _conv3_s2d_bwd)
 
 
+# The per-tap kernel gradient pays for itself from 32 channels on (XLA:CPU's own weight
+# gradient of the folded conv degrades there: 2x32^3x64 fwd+bwd 2.23 s against 0.61 s on
+# 2 cores). Below it the 27 thin GEMMs are memory-bound and XLA's gradient wins: at
+# 2x32^3x8 (the benchmark's level 0) 20 ms against 36 ms, and a benchmark cell's train step
+# ran at half speed with them (BUILD_NOTES, issue 13 §2, session 6).
+TAP_GRAD_MIN_CHANNELS = 32
+
+
 def conv3d(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
   """3x3x3 conv, stride 1, pad 1: x [B, D, H, W, I], kernel [3, 3, 3, I, O] -> [B, D, H, W, O].
 
-  "s2d" (the CPU path) runs the depth-folded 2D conv forward, and its own backward
-  (`_conv3_s2d_bwd`). Same products as the native conv, sums in another order.
+  "s2d" (the CPU path) runs the depth-folded 2D conv forward; with at least
+  `TAP_GRAD_MIN_CHANNELS` input and output channels its own backward (`_conv3_s2d_bwd`),
+  below that XLA's gradient of the same folded conv. Same products as the native conv,
+  sums in another order.
   """
   if impl == "native":
     return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), ((1, 1),) * 3, dimension_numbers=_DN)
-  return _conv3_s2d(x, kernel)
+  if min(kernel.shape[3:]) >= TAP_GRAD_MIN_CHANNELS:
+    return _conv3_s2d(x, kernel)
+  return _depth_folded(x, kernel)
 
 
 def _kernel3(mod: nn.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
