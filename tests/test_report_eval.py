@@ -323,9 +323,14 @@ def test_controls_names_and_order(tmp_path):
   controls = {r[0]: r for r in _md_table(md, "### Controls")[1:]}
   # ASSFT - DKD+ASD (matched): paired differences (0.08, 0.06): mean 7.00, SD 1.41.
   row = controls["ASSFT − DKD+ASD (matched)"]
-  assert row[2:4] == ["7.00 ± 1.41", "2"]
+  assert row[2] == "7.00 ± 1.41" and row[4] == "2"
+  # 95 % interval: mean 7.00 ± t(0.975, df 1) * SD / sqrt(2) (t from its quantile function).
+  half = scipy.stats.t.ppf(0.975, 1) * (100 * np.sqrt(2) * 0.01) / np.sqrt(2)
+  assert row[3] == f"[{7.0 - half:.2f}, {7.0 + half:.2f}]"
   p = scipy.stats.ttest_rel([0.70, 0.72], [0.62, 0.66]).pvalue
-  assert float(row[4]) == pytest.approx(p, rel=5e-3)  # printed with 3 significant digits
+  assert float(row[5]) == pytest.approx(p, rel=5e-3)  # printed with 3 significant digits
+  # The paper's headline pair, ASSFT - RAND: (0.20, 0.20).
+  assert controls["ASSFT − RAND"][2] == "20.00 ± 0.00" and controls["ASSFT − RAND"][4] == "2"
 
 
 def test_ablation_tables_6_and_7(tmp_path):

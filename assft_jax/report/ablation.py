@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from assft_jax.report.fmt import fmt_p, mean_sd, pct, sd_text
-from assft_jax.report.nnactive import paired_p
+from assft_jax.report.nnactive import paired_ci, paired_p
 from assft_jax.report.stats import Summary, mann_whitney_p, sd
 
 BASELINE = "RAND"
@@ -38,6 +38,7 @@ ABLATIONS = (
 )
 # (A, B, what A - B isolates); shown where both arms ran.
 CONTROLS = (
+  ("ASSFT", BASELINE, "the query, SSFT and its steps together (the paper's headline)"),
   ("ASSFT", "RAND+SSFT", "the query, with SSFT on both"),
   ("ASSFT", "DKD+ASD (matched)", "the pseudo-labels, at equal optimiser steps"),
   ("ASSFT", "DKD+ASD", "SSFT together with its extra steps (the paper's §4.5.3)"),
@@ -98,33 +99,36 @@ def controls_present(methods: set[str]) -> list[tuple[str, str, str]]:
 
 def control_rows(s: Summary, aubcs: dict[str, dict[int, float]]) -> list[list[str]] | None:
   """At the last round, per control pair present: A - B over the seeds both have
-  (mean +- SD of the paired differences, x 100), the paired t-test and the Mann-Whitney
-  U test of the two arms' seed means, and the mean paired AUBC difference."""
+  (mean +- SD of the paired differences, x 100, and their 95 % t interval), the paired
+  t-test and the Mann-Whitney U test of the two arms' seed means, and the mean paired
+  AUBC difference."""
   pairs = controls_present(set(s.methods))
   if not pairs:
     return None
   R = s.last_round
   rows = [
-    ["A − B", "Isolates", f"Δ final Dice (r={R})", "Seeds", "paired t p", "Mann–Whitney p"]
-    + ["Δ AUBC"]
+    ["A − B", "Isolates", f"Δ final Dice (r={R})", "95 % CI of Δ", "Seeds", "paired t p"]
+    + ["Mann–Whitney p", "Δ AUBC"]
   ]
   for a, b, what in pairs:
     ca, cb = s.cells.get((a, R)), s.cells.get((b, R))
     row = [f"{a} − {b}", what]
     if ca is None or cb is None:
-      rows.append(row + ["", "0", "", "", ""])
+      rows.append(row + ["", "", "0", "", "", ""])
       continue
     common = sorted(set(ca.by_seed) & set(cb.by_seed))
     x, y = (np.array([c.by_seed[k] for k in common]) for c in (ca, cb))
     d = x - y
     p_t = paired_p(x, y) if len(d) > 1 else None
+    ci = paired_ci(x, y) if len(d) > 1 else None  # NaN when every difference is equal
+    ci_text = f"[{pct(ci[0])}, {pct(ci[1])}]" if ci and np.isfinite(ci).all() else ""
     aa, ab = aubcs.get(a, {}), aubcs.get(b, {})
     both = sorted(set(aa) & set(ab))
     d_aubc = pct(float(np.mean([aa[k] - ab[k] for k in both]))) if both else ""
     delta = f"{pct(float(np.mean(d)))} ± {sd_text(sd(d))}" if len(d) else ""
     rows.append(
       row
-      + [delta, str(len(d)), fmt_p(p_t), fmt_p(mann_whitney_p(ca.seed_means, cb.seed_means))]
-      + [d_aubc]
+      + [delta, ci_text, str(len(d)), fmt_p(p_t)]
+      + [fmt_p(mann_whitney_p(ca.seed_means, cb.seed_means)), d_aubc]
     )
   return rows

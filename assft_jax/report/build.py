@@ -126,8 +126,9 @@ def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw) -> list[s
       "### Controls",
       "",
       "Each pair's difference isolates one part of ASSFT. Δ: A − B, mean ± SD over the "
-      "seeds both arms have (Dice × 100), with a two-sided paired t-test and the "
-      "Mann–Whitney U test of the two arms' seed means.",
+      "seeds both arms have (Dice × 100), its 95 % t confidence interval (a claimed "
+      "effect outside it is unlikely on this benchmark; with few seeds it is wide), a "
+      "two-sided paired t-test and the Mann–Whitney U test of the two arms' seed means.",
       "",
       markdown_table(controls),
     ]

@@ -96,6 +96,15 @@ def paired_p(x: np.ndarray, y: np.ndarray) -> float:
     return float(scipy.stats.ttest_rel(x, y).pvalue)
 
 
+def paired_ci(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+  """The two-sided t confidence interval of mean(x - y) over the pairs (n >= 2): whether
+  it still holds a claimed effect size is what a reader can check against a paper."""
+  with warnings.catch_warnings():  # near-equal pairs, as in paired_p
+    warnings.simplefilter("ignore", RuntimeWarning)
+    ci = scipy.stats.ttest_rel(x, y).confidence_interval(level)
+  return float(ci.low), float(ci.high)
+
+
 @dataclasses.dataclass(frozen=True)
 class Penalties:
   """The PPM of one budget's runs; M = len(methods), in the report's row order."""
