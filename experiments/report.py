@@ -1,6 +1,7 @@
 """Writes the paper-style report of a sweep directory (or of one run's workdir).
 
   python -m experiments.report DIR [--reference=ASSFT] [--include_init] [--power=PATH]
+      [--groups=dataset.json] [--group_by=FIELD,...]
 
 Reads every DIR/**/summary.json (with its config.json, and round_XXX/query_slices.npz)
 and writes into DIR the files of `assft_jax.report.OUTPUTS`: report.md (the benchmark's
@@ -9,8 +10,9 @@ per-round budget: Table 1 with seeds as replicates and its per-case pooled form,
 controls, nnActive's AUBC and pairwise penalty matrices, Tables 6-8), the CSVs behind it
 (report.csv, report_pooled.csv, report_long.csv, report_per_class.csv, report_aubc.csv,
 report_ppm.csv, report_pseudo.csv) and the figures (dice_vs_budget.png, ppm.png,
-pseudo_dice.png, queries.png; the last three when they have content). Exit code 1 with
-one line on stderr on bad input.
+pseudo_dice.png, queries.png; the last three when they have content). With strata
+(--stratify_by or --group_by) it also shows what each method queried by stratum. Exit
+code 1 with one line on stderr on bad input.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ flags.DEFINE_string(
   "The benchmark's power.json (from experiments.power); default: DIR/power/power.json if "
   "it exists, else the report says the power was not measured.",
 )
+flags.DEFINE_string(
+  "groups",
+  None,
+  "A dataset.json whose 'cases' table gives each case's strata (e.g. scanner, site), for "
+  "the table of what each method queried by stratum; default: the runs' "
+  "--data_dir/dataset.json. A phantom's lives in the cache: "
+  "CACHE_DIR/phantom_<...>/dataset.json.",
+)
+flags.DEFINE_list(
+  "group_by", None, "The 'cases' fields to group by; default: the runs' --stratify_by."
+)
 FLAGS = flags.FLAGS
 
 
@@ -41,7 +54,12 @@ def main(argv):
     from assft_jax.report import write_report  # after parsing: keeps --help fast
 
     written = write_report(
-      argv[1], reference=FLAGS.reference, include_init=FLAGS.include_init, power=FLAGS.power
+      argv[1],
+      reference=FLAGS.reference,
+      include_init=FLAGS.include_init,
+      power=FLAGS.power,
+      groups=FLAGS.groups,
+      group_by=FLAGS.group_by,
     )
     for path in written.values():
       print(f"wrote {path}")

@@ -378,3 +378,49 @@ def test_ablation_tables_6_and_7(tmp_path):
     "ASD − ASD (τ=1)",
   ]
   assert seven[4][1] == "4.00 (p = 1.00e-01)"
+
+
+# ------------------------------------------------------------ what each method queried
+
+
+def test_queried_cases_by_stratum(tmp_path):
+  """The table of what each method queried by stratum, from a dataset.json 'cases' table:
+  shares counted by hand; the default fields come from the runs' --stratify_by."""
+  from assft_jax.data import DataError
+
+  scanner = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "c1": "C", "t1": "A"}
+  table = tmp_path / "data" / "dataset.json"
+  table.parent.mkdir()
+  table.write_text(json.dumps({"cases": {c: {"scanner": s} for c, s in scanner.items()}}))
+  runs = tmp_path / "runs"
+  queried = {  # per seed: round 0 (left out), round 1, round 2
+    ("random", 0): (["a1"], ["a2"], ["b1"]),
+    ("random", 1): (["a2"], ["a1"], ["a3"]),
+    ("dkd_asd", 0): (["a1"], ["c1"], ["b1"]),
+    ("dkd_asd", 1): (["a2"], ["c1"], ["a3"]),
+  }
+  for (strategy, seed), q in queried.items():
+    extra = {r: {"queried": ids} for r, ids in enumerate(q)}
+    _run(runs, strategy, seed, [0.3, 0.5, 0.6], extra=extra)
+    wd = runs / strategy / "5pct" / f"seed_{seed}"
+    pool = ["a1", "a2", "a3", "b1", "c1"] if seed == 0 else ["a1", "a2", "b1", "c1"]
+    (wd / "split.json").write_text(json.dumps({"test": ["t1"], "pool": pool}))
+    cfg = {"seed": seed, "al": {"budget": "5%"}, "data": {"stratify_by": ["scanner"]}}
+    (wd / "config.json").write_text(json.dumps(cfg))
+  write_report(runs, groups=table)
+  rows = _md_table((runs / "report.md").read_text(), "### What each method queried, by scanner")
+  assert rows[0] == ["Methods", "Cases", "A", "B", "C"]
+  # Pool: seed 0 3/5 A, 1/5 B, 1/5 C; seed 1 2/4, 1/4, 1/4 -> means 55, 22.5, 22.5 %, 4.5 cases.
+  assert rows[1] == ["Pool (mean over seeds)", "4.5", "55", "22", "22"]
+  # RAND rounds 1-2: a2 b1 a1 a3 -> A 3, B 1; DKD+ASD: c1 b1 c1 a3 -> A 1, B 1, C 2.
+  got = {r[0]: r[1:] for r in rows[2:]}
+  assert got["RAND"] == ["4", "75", "25", "0"]
+  assert got["DKD+ASD"] == ["4", "25", "25", "50"]
+  # Without a dataset.json the section says how to get one; a case missing from the table
+  # is one error naming the file and the case.
+  write_report(runs)
+  assert "pass --groups=PATH/dataset.json" in (runs / "report.md").read_text()
+  del scanner["c1"]
+  table.write_text(json.dumps({"cases": {c: {"scanner": s} for c, s in scanner.items()}}))
+  with pytest.raises(DataError, match=r"dataset.json: case 'c1' has no scanner.*--groups"):
+    write_report(runs, groups=table)

@@ -1,7 +1,7 @@
 """Data layer: dataset index, validation, NIfTI IO, preprocessing (cached), on-device
 augmentation, grain patch loader, and the built-in phantom benchmark."""
 
-from .datasets import Case, Dataset, case_groups, load_index
+from .datasets import Case, Dataset, case_groups, load_index, table_groups
 from .errors import DataError
 from .io import load_volume, save_prediction
 from .preprocess import PreprocessConfig, Volume, prepare, prepare_label
@@ -11,6 +11,7 @@ __all__ = [
   "Dataset",
   "DataError",
   "case_groups",
+  "table_groups",
   "PreprocessConfig",
   "Volume",
   "load_index",

@@ -367,20 +367,28 @@ def case_groups(dataset: Dataset, fields: Sequence[str]) -> dict[str, str]:
   "cases" table ({id: {field: value}}; the phantom writes scanner and hard there, a
   user may add e.g. site or vendor). For a stratified test split (pool.draw_split).
   Raises DataError naming the file, field and case when one is missing."""
-  path = dataset.root / "dataset.json"
+  return table_groups(dataset.root / "dataset.json", dataset.ids, fields, "--stratify_by")
+
+
+def table_groups(
+  path: Path, ids: Sequence[str], fields: Sequence[str], needed_by: str
+) -> dict[str, str]:
+  """id -> the values of `fields` joined by "/" for each of `ids`, from the "cases" table
+  of the dataset.json at `path`; DataError naming the file, field and case (and the flag
+  `needed_by`) when one is missing."""
   table = _read_json(path).get("cases") if path.is_file() else None
   if not isinstance(table, dict):
     raise DataError(
-      f"{path}: no 'cases' table with per-case {', '.join(fields)} (needed by --stratify_by)"
+      f"{path}: no 'cases' table with per-case {', '.join(fields)} (needed by {needed_by})"
     )
   out = {}
-  for cid in dataset.ids:
+  for cid in ids:
     row = table.get(cid)
     missing = [f for f in fields if not isinstance(row, dict) or f not in row]
     if missing:
       raise DataError(
         f"{path}: case {cid!r} has no {', '.join(missing)} in its 'cases' entry "
-        "(needed by --stratify_by)"
+        f"(needed by {needed_by})"
       )
     out[cid] = "/".join(str(row[f]) for f in fields)
   return out

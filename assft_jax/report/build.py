@@ -14,7 +14,7 @@ from pathlib import Path
 
 from assft_jax import atomic
 from assft_jax.config import BOUNDS
-from assft_jax.report import ablation, nnactive, plots, pseudo, surface, tables
+from assft_jax.report import ablation, nnactive, plots, pseudo, strata, surface, tables
 from assft_jax.report import power as power_lib
 from assft_jax.report.collect import ReportError, RunResult, load_runs
 from assft_jax.report.fmt import csv_text, markdown_table
@@ -116,7 +116,7 @@ def _table1(s: Summary, include_init: bool) -> list[str]:
   return out
 
 
-def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw) -> list[str]:
+def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw, queried_by) -> list[str]:
   out = [f"## Budget: {s.spec.title}", ""] + power_lib.line(pw) + _table1(s, include_init)
   out += surface.markdown(s, s.table_budgets(include_init))
   aubcs = nnactive.aubc_by_seed(s)
@@ -132,6 +132,7 @@ def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw) -> list[s
       "",
       markdown_table(controls),
     ]
+  out += _queried_by(s, *queried_by)
   out += nnactive.markdown(s, pen, "ppm.png" if "ppm.png" in figures else None)
   for title, table, contrasts, temperature in ablation.ABLATIONS:
     rows = ablation.ablation_rows(s, table, temperature)
@@ -176,7 +177,9 @@ def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw) -> list[s
   return out
 
 
-def _markdown(root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw) -> str:
+def _markdown(
+  root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw, queried_by
+) -> str:
   methods = {m for s in summaries for m in s.methods}
   out = [
     f"# Active-learning report: `{root}`",
@@ -194,10 +197,48 @@ def _markdown(root, summaries, runs, pens, pseudo_cells, note, include_init, fig
     out += [f"- **{a}** vs **{b}**: {what}." for a, b, what in controls]
     out.append("")
   for s, pen, cells in zip(summaries, pens, pseudo_cells):
-    out += _section(s, pen, cells, include_init, figures, pw)
+    out += _section(s, pen, cells, include_init, figures, pw, queried_by)
   out += ["## Figures", "", "![Dice vs budget](dice_vs_budget.png)", "", note, ""]
   out += _runs_section(summaries, runs)
   return "\n".join(out) + "\n"
+
+
+def _strata(runs, summaries, groups, group_by) -> tuple[list[str], dict | None, str | None]:
+  """(fields, case id -> stratum or None, a note when the table cannot be built)."""
+  fields = strata.fields_of(runs, group_by)
+  if not fields:
+    return fields, None, None
+  path = strata.table_path(runs, groups)
+  if path is None:
+    return (
+      fields,
+      None,
+      (
+        f"No dataset.json with a 'cases' table was found for {', '.join(fields)} (the runs' "
+        "--data_dir has none, e.g. a phantom in the cache): pass --groups=PATH/dataset.json."
+      ),
+    )
+  from assft_jax.data import table_groups
+
+  return fields, table_groups(path, sorted(strata.case_ids(summaries)), fields, "--groups"), None
+
+
+def _queried_by(s: Summary, fields, group_of, missing) -> list[str]:
+  if not fields:
+    return []
+  head = [f"### What each method queried, by {', '.join(fields)}", ""]
+  if group_of is None:
+    return head + [missing, ""]
+  rows = strata.rows(s, group_of)
+  if rows is None:
+    return []
+  return head + [
+    "Share (%) of each stratum among the cases a method queried in rounds 1.. (over all "
+    "its seeds; round 0's shared random start left out), beside the pool's own shares. "
+    "A query that over-draws one domain shows it here.",
+    "",
+    markdown_table(rows),
+  ]
 
 
 def _pseudo_panels(summaries, pseudo_cells) -> list[tuple[str, dict]]:
@@ -214,6 +255,8 @@ def write_report(
   reference: str = "ASSFT",
   include_init: bool = False,
   power: str | os.PathLike | None = None,
+  groups: str | os.PathLike | None = None,
+  group_by: list[str] | None = None,
 ) -> dict[str, Path]:
   """Reads every run below `root`, writes the report files (`OUTPUTS`) into `root`.
 
@@ -222,6 +265,9 @@ def write_report(
   or a summary is bad. include_init: also show round 0 (the one-shot init) as a column.
   power: the benchmark's power.json (experiments.power); None looks for
   root/power/power.json, and without it the report says the power was not measured.
+  groups / group_by: a dataset.json with a "cases" table and its fields, for the table of
+  what each method queried by stratum; defaults: the runs' --data_dir/dataset.json and
+  --stratify_by (report/strata.py). Without fields the table is left out.
   """
   root = Path(root)
   runs = load_runs(root)
@@ -269,7 +315,10 @@ def write_report(
   for name, rows in files.items():
     atomic.write_text(root / name, csv_text(rows))
     written[name] = root / name
-  md = _markdown(root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw)
+  queried_by = _strata(runs, summaries, groups, group_by)
+  md = _markdown(
+    root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw, queried_by
+  )
   atomic.write_text(root / "report.md", md)
   written["report.md"] = root / "report.md"
   for name in OPTIONAL:
