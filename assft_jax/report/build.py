@@ -132,7 +132,7 @@ def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw, queried_b
       "",
       markdown_table(controls),
     ]
-  out += _queried_by(s, *queried_by)
+  out += _queried_by(s, queried_by)
   out += nnactive.markdown(s, pen, "ppm.png" if "ppm.png" in figures else None)
   for title, table, contrasts, temperature in ablation.ABLATIONS:
     rows = ablation.ablation_rows(s, table, temperature)
@@ -203,33 +203,18 @@ def _markdown(
   return "\n".join(out) + "\n"
 
 
-def _strata(runs, summaries, groups, group_by) -> tuple[list[str], dict | None, str | None]:
-  """(fields, case id -> stratum or None, a note when the table cannot be built)."""
-  fields = strata.fields_of(runs, group_by)
-  if not fields:
-    return fields, None, None
-  path = strata.table_path(runs, groups)
-  if path is None:
-    return (
-      fields,
-      None,
-      (
-        f"No dataset.json with a 'cases' table was found for {', '.join(fields)} (the runs' "
-        "--data_dir has none, e.g. a phantom in the cache): pass --groups=PATH/dataset.json."
-      ),
-    )
-  from assft_jax.data import table_groups
-
-  return fields, table_groups(path, sorted(strata.case_ids(summaries)), fields, "--groups"), None
-
-
-def _queried_by(s: Summary, fields, group_of, missing) -> list[str]:
-  if not fields:
+def _queried_by(s: Summary, st: strata.Strata | None) -> list[str]:
+  if st is None:
     return []
-  head = [f"### What each method queried, by {', '.join(fields)}", ""]
-  if group_of is None:
-    return head + [missing, ""]
-  rows = strata.rows(s, group_of)
+  head = [f"### What each method queried, by {', '.join(st.fields)}", ""]
+  if st.group_of is None:
+    return head + [
+      f"No dataset.json with a 'cases' table was found for {', '.join(st.fields)} (the "
+      "runs' --data_dir has none, e.g. a phantom in the cache): pass "
+      "--groups=PATH/dataset.json.",
+      "",
+    ]
+  rows = strata.rows(s, st)
   if rows is None:
     return []
   return head + [
@@ -315,7 +300,7 @@ def write_report(
   for name, rows in files.items():
     atomic.write_text(root / name, csv_text(rows))
     written[name] = root / name
-  queried_by = _strata(runs, summaries, groups, group_by)
+  queried_by = strata.load(runs, groups, group_by)
   md = _markdown(
     root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw, queried_by
   )

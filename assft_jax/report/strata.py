@@ -8,6 +8,7 @@ over-draws one domain shows it here, which the Dice tables alone cannot say.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -17,56 +18,57 @@ from assft_jax.report.collect import ReportError, RunResult
 from assft_jax.report.stats import Summary
 
 
-def _config(run: RunResult) -> dict:
-  path = run.workdir / "config.json"
+@dataclasses.dataclass(frozen=True)
+class Strata:
+  fields: list[str]
+  group_of: dict[str, str] | None  # case id -> stratum; None when no table was found
+  pools: dict[Path, list[str]]  # run workdir -> its split's pool
+
+
+def _read_json(path: Path) -> dict:
+  """{} when absent; ReportError naming a damaged file. (workdir.read_json would pull
+  jax into the report.)"""
   try:
     return json.loads(path.read_text()) if path.is_file() else {}
   except (OSError, json.JSONDecodeError) as e:
     raise ReportError(f"{path}: cannot read JSON ({e})") from e
 
 
-def fields_of(runs: list[RunResult], group_by: list[str] | None) -> list[str]:
-  """`group_by`, else the runs' --stratify_by (the first run that has one), else []."""
-  if group_by:
-    return list(group_by)
-  for run in runs:
-    fields = (_config(run).get("data") or {}).get("stratify_by") or []
-    if fields:
-      return list(fields)
-  return []
-
-
-def table_path(runs: list[RunResult], groups: str | os.PathLike | None) -> Path | None:
+def _table_path(data: list[dict], groups: str | os.PathLike | None) -> Path | None:
   """`groups` (a dataset.json), else the runs' --data_dir/dataset.json when it exists."""
   if groups is not None:
     path = Path(groups)
     if not path.is_file():
       raise ReportError(f"--groups={groups}: no such file (a dataset.json with a 'cases' table)")
     return path
-  for run in runs:
-    data_dir = (_config(run).get("data") or {}).get("data_dir")
-    if data_dir and (Path(data_dir) / "dataset.json").is_file():
-      return Path(data_dir) / "dataset.json"
-  return None
+  dirs = {d["data_dir"] for d in data if d.get("data_dir")}
+  return next(
+    (Path(d) / "dataset.json" for d in dirs if (Path(d) / "dataset.json").is_file()), None
+  )
 
 
-def _pool(run: RunResult) -> list[str]:
-  path = run.workdir / "split.json"
-  try:
-    return list(json.loads(path.read_text()).get("pool", [])) if path.is_file() else []
-  except (OSError, json.JSONDecodeError) as e:
-    raise ReportError(f"{path}: cannot read JSON ({e})") from e
+def load(
+  runs: list[RunResult],
+  groups: str | os.PathLike | None,
+  group_by: list[str] | None,
+) -> Strata | None:
+  """The strata of `runs` (each run's config.json and split.json read once): fields from
+  `group_by`, else the runs' --stratify_by; None without fields. The 'cases' table from
+  `groups`, else the runs' --data_dir/dataset.json; group_of None when neither exists."""
+  data = [_read_json(run.workdir / "config.json").get("data") or {} for run in runs]
+  fields = list(group_by or next((d["stratify_by"] for d in data if d.get("stratify_by")), []))
+  if not fields:
+    return None
+  pools = {
+    run.workdir: list(_read_json(run.workdir / "split.json").get("pool", [])) for run in runs
+  }
+  path = _table_path(data, groups)
+  if path is None:
+    return Strata(fields, None, pools)
+  from assft_jax.data import table_groups
 
-
-def case_ids(summaries: list[Summary]) -> set[str]:
-  """Every id the tables below name: the queried cases and each run's pool."""
-  ids = set()
-  for s in summaries:
-    for run in s.runs:
-      ids |= set(_pool(run))
-      for rr in run.rounds:
-        ids |= set(rr.queried)
-  return ids
+  ids = set().union(*pools.values(), *(rr.queried for run in runs for rr in run.rounds))
+  return Strata(fields, table_groups(path, sorted(ids), fields, "--groups"), pools)
 
 
 def _shares(counts: Counter, groups: list[str]) -> list[float]:
@@ -74,19 +76,15 @@ def _shares(counts: Counter, groups: list[str]) -> list[float]:
   return [counts[g] / n if n else float("nan") for g in groups]
 
 
-def rows(s: Summary, group_of: dict[str, str]) -> list[list[str]] | None:
+def rows(s: Summary, st: Strata) -> list[list[str]] | None:
   """Pool row (the mean over seeds of each split's pool shares), then per method the
   shares (%) of every case it queried in rounds 1..R over all its seeds, and their
-  count. Round 0 is left out: its one case is the shared random start."""
+  count. Round 0 is left out: its one case is the shared random start. None when no
+  method queried."""
+  group_of = st.group_of
   groups = sorted(set(group_of.values()))
-  pools = {run.seed: _pool(run) for run in s.runs}
-  pool_shares = [_shares(Counter(group_of[c] for c in p), groups) for p in pools.values() if p]
-  out = [["Methods", "Cases"] + groups]
-  if pool_shares:
-    mean = [sum(col) / len(col) for col in zip(*pool_shares)]
-    n = sum(len(p) for p in pools.values() if p) / len(pool_shares)
-    out.append(["Pool (mean over seeds)", f"{n:g}"] + [f"{100 * v:.0f}" for v in mean])
-  any_query = False
+  pools = [p for p in {run.seed: st.pools[run.workdir] for run in s.runs}.values() if p]
+  methods = []
   for m in s.methods:
     counts = Counter(
       group_of[c]
@@ -97,7 +95,14 @@ def rows(s: Summary, group_of: dict[str, str]) -> list[list[str]] | None:
       for c in rr.queried
     )
     if counts:
-      any_query = True
-      n = sum(counts.values())
-      out.append([m, str(n)] + [f"{100 * v:.0f}" for v in _shares(counts, groups)])
-  return out if any_query else None
+      shares = _shares(counts, groups)
+      methods.append([m, str(sum(counts.values()))] + [f"{100 * v:.0f}" for v in shares])
+  if not methods:
+    return None
+  out = [["Methods", "Cases"] + groups]
+  if pools:
+    pool_shares = [_shares(Counter(group_of[c] for c in p), groups) for p in pools]
+    mean = [sum(col) / len(col) for col in zip(*pool_shares)]
+    n = sum(len(p) for p in pools) / len(pools)
+    out.append(["Pool (mean over seeds)", f"{n:g}"] + [f"{100 * v:.0f}" for v in mean])
+  return out + methods
