@@ -133,18 +133,25 @@ def _conv3_s2d_fwd(x, kernel):
 
 def _conv3_s2d_bwd(res, g):
   """The input gradient is the same conv of g with the flipped, in/out-swapped kernel.
-  The kernel gradient is one small GEMM per tap (shifted x against g, contracted over
-  every voxel): on 2x32^3x64 XLA:CPU's own weight gradient of the folded 2D conv took
-  4.3-4.7 s here, these GEMMs 0.54-0.58 s (BUILD_NOTES, issue 13 §2)."""
+  The kernel gradient is 9 GEMMs, one per (kh, kw) tap, of the depth-folded input
+  [B, D, H+2, W+2, 3I] shifted by that tap against g, contracted over every voxel: on
+  2x32^3x64 XLA:CPU's own weight gradient of the folded 2D conv took 4.3-4.7 s here, the
+  per-tap GEMMs 0.54-0.58 s (BUILD_NOTES, issue 13 §2). The 9 run in a `lax.map`, so one
+  shifted copy is live at a time: as 27 unrolled GEMMs XLA kept every shifted copy of x
+  live and the if32 train step at 96^3 needed 45 GB (12.6 GB without this backward)."""
   x, kernel = res
   dx = _depth_folded(g, kernel[::-1, ::-1, ::-1].swapaxes(3, 4))
-  _, d, h, w, _ = x.shape
+  b, d, h, w, cin = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
-  taps = [
-    jnp.einsum("bdhwi,bdhwo->io", xp[:, i : i + d, j : j + h, k : k + w], g)
-    for i, j, k in np.ndindex(3, 3, 3)
-  ]
-  return dx, jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+  xs = jnp.concatenate([xp[:, t : t + d] for t in range(3)], axis=-1)  # channels (kd, c)
+  hw_taps = jnp.asarray(np.array(list(np.ndindex(3, 3)), np.int32))
+
+  def tap(hw: jax.Array) -> jax.Array:  # -> [3I, O]
+    shifted = jax.lax.dynamic_slice(xs, (0, 0, hw[0], hw[1], 0), (b, d, h, w, 3 * cin))
+    return jnp.einsum("bdhwi,bdhwo->io", shifted, g)
+
+  dk = jax.lax.map(tap, hw_taps).reshape(3, 3, 3, cin, -1)  # (kh, kw, kd, I, O)
+  return dx, dk.transpose(2, 0, 1, 3, 4).astype(kernel.dtype)
 
 
 _conv3_s2d.defvjp(_conv3_s2d_fwd, _conv3_s2d_bwd)
