@@ -109,6 +109,20 @@ def test_interleaved_is_round_robin_after_a_warm_up():
   assert times == {"jax": [1.0, 2.0, 3.0], "ref": [4.0, 5.0, 6.0]}
 
 
+def test_a_failed_computation_is_raised_not_timed():
+  """A contender whose result fails when waited on (as an out-of-memory XLA computation
+  does at block_until_ready) stops the bench with that error instead of giving a time."""
+
+  class Failed:
+    def block_until_ready(self):
+      raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 45252049424 bytes.")
+
+  with pytest.raises(RuntimeError, match="Out of memory"):
+    timing.interleaved({"jax": Failed, "ref": lambda: 1.0}, repeats=1)
+  # results that are not JAX arrays (a torch tensor, a float) still pass through
+  assert timing.block({"loss": 1.0, "n": [2, 3]}) == {"loss": 1.0, "n": [2, 3]}
+
+
 def test_merge_gives_median_min_max_ratio_of_medians_and_the_pass_spread():
   """Hand-derived. jax: pass 1 [1, 2, 3, 4, 5], pass 2 [3, 3, 3, 3, 10]; pooled sorted
   [1, 2, 3, 3, 3, 3, 3, 4, 5, 10]: median (3 + 3) / 2 = 3, min 1, max 10. ref: pass 1
