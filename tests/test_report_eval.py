@@ -331,6 +331,21 @@ def test_controls_names_and_order(tmp_path):
   assert float(row[5]) == pytest.approx(p, rel=5e-3)  # printed with 3 significant digits
   # The paper's headline pair, ASSFT - RAND: (0.20, 0.20).
   assert controls["ASSFT − RAND"][2] == "20.00 ± 0.00" and controls["ASSFT − RAND"][4] == "2"
+  # The same two at equal optimiser steps: ASSFT - RAND (matched) (0.15, 0.15), and the
+  # query alone at ASSFT's steps, DKD+ASD (matched) - RAND (matched) (0.07, 0.09).
+  assert controls["ASSFT − RAND (matched)"][2] == "15.00 ± 0.00"
+  assert controls["DKD+ASD (matched) − RAND (matched)"][2] == "8.00 ± 1.41"
+  assert "**ASSFT** vs **RAND (matched)**: the query and the pseudo-labels, at equal" in intro
+  assert [r[0] for r in _md_table(md, "### Controls")[1:]] == [
+    "ASSFT − RAND",
+    "ASSFT − RAND (matched)",
+    "ASSFT − RAND+SSFT",
+    "ASSFT − DKD+ASD (matched)",
+    "ASSFT − DKD+ASD",
+    "DKD+ASD − RAND",
+    "DKD+ASD (matched) − RAND (matched)",
+    "RAND+SSFT − RAND (matched)",
+  ]
 
 
 def test_ablation_tables_6_and_7(tmp_path):

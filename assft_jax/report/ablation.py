@@ -39,10 +39,12 @@ ABLATIONS = (
 # (A, B, what A - B isolates); shown where both arms ran.
 CONTROLS = (
   ("ASSFT", BASELINE, "the query, SSFT and its steps together (the paper's headline)"),
+  ("ASSFT", "RAND (matched)", "the query and the pseudo-labels, at equal optimiser steps"),
   ("ASSFT", "RAND+SSFT", "the query, with SSFT on both"),
   ("ASSFT", "DKD+ASD (matched)", "the pseudo-labels, at equal optimiser steps"),
   ("ASSFT", "DKD+ASD", "SSFT together with its extra steps (the paper's §4.5.3)"),
   ("DKD+ASD", BASELINE, "the query alone, without SSFT"),
+  ("DKD+ASD (matched)", "RAND (matched)", "the query alone, at ASSFT's optimiser steps"),
   ("RAND+SSFT", "RAND (matched)", "SSFT, at equal optimiser steps"),
 )
 
