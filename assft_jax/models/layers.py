@@ -108,13 +108,20 @@ def resolve_conv_impl(conv_impl: str) -> str:
   return conv_impl
 
 
+def _stack_depth_taps(x: jax.Array, hw_pad: int) -> jax.Array:
+  """[B, D, H, W, C] -> [B, D, H + 2 hw_pad, W + 2 hw_pad, 3C]: the 3 depth taps of a
+  pad-1 conv side by side in channels (order (kd, c)), H and W zero-padded by hw_pad."""
+  d = x.shape[1]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (hw_pad, hw_pad), (hw_pad, hw_pad), (0, 0)))
+  return jnp.concatenate([xp[:, t : t + d] for t in range(3)], axis=-1)
+
+
 def _depth_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """3x3x3 conv, stride 1, pad 1, with the depth taps folded into channels: one 2D conv
   over [B*D, H, W, 3*I]. XLA:CPU's 2D convs are ~6x faster than its 3D ones. Costs 3x
   the input's memory for the stacked copy."""
   b, d, h, w, cin = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
-  xs = jnp.concatenate([xp[:, t : t + d] for t in range(3)], axis=-1)  # channels (t, c)
+  xs = _stack_depth_taps(x, 0)
   k2 = kernel.transpose(1, 2, 0, 3, 4).reshape(3, 3, 3 * cin, kernel.shape[-1])
   y = jax.lax.conv_general_dilated(
     xs.reshape(b * d, h, w, 3 * cin), k2, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_DN2
@@ -142,8 +149,7 @@ def _conv3_s2d_bwd(res, g):
   x, kernel = res
   dx = _depth_folded(g, kernel[::-1, ::-1, ::-1].swapaxes(3, 4))
   b, d, h, w, cin = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
-  xs = jnp.concatenate([xp[:, t : t + d] for t in range(3)], axis=-1)  # channels (kd, c)
+  xs = _stack_depth_taps(x, 1)
   hw_taps = jnp.asarray(np.array(list(np.ndindex(3, 3)), np.int32))
 
   def tap(hw: jax.Array) -> jax.Array:  # -> [3I, O]
