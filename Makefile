@@ -15,7 +15,13 @@ $(VENV)/.stamp-base: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.stamp-test: $(VENV)/.stamp-base pyproject.toml
+# The oneDNN conv extension (conv_impl "onednn"), compiled for this venv's jaxlib. It
+# says why and leaves the XLA path in place where it cannot be built (no g++).
+$(VENV)/.stamp-onednn: $(VENV)/.stamp-base assft_jax/models/onednn_conv.cc
+	$(PY) -m assft_jax.models.onednn_build
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-onednn pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
@@ -23,7 +29,7 @@ $(VENV)/.stamp-lint: $(VENV)/.stamp-base pyproject.toml
 	$(PIP) install -q -e '.[lint]'
 	touch $@
 
-venv: $(VENV)/.stamp-base
+venv: $(VENV)/.stamp-onednn
 venv-test: $(VENV)/.stamp-test
 
 # The main job on the built-in phantom benchmark: ASSFT, Random+SSFT (isolates the query)

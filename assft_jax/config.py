@@ -108,8 +108,9 @@ class ModelConfig:
   norm: str = option("batch", help="Normalisation layers.", choices=("batch", "instance", "group"))
   conv_impl: str = option(
     "auto",
-    help="Strided/transposed conv implementation; auto = s2d on CPU.",
-    choices=("auto", "native", "s2d"),
+    help="Conv implementation; auto = onednn on one CPU device where its extension is "
+    "built (python -m assft_jax.models.onednn_build), else s2d on CPU, native elsewhere.",
+    choices=("auto", "native", "s2d", "onednn"),
   )
   source_steps: int = option(
     150, help="Steps of the phantom source-encoder pretraining (only without --pretrained)."

@@ -38,7 +38,7 @@ CHOICES = {
   "pipeline": ("paper", "ctfm"),
   "phantom_domain": ("ct", "mr"),
   "norm": ("batch", "instance", "group"),
-  "conv_impl": ("auto", "native", "s2d"),
+  "conv_impl": ("auto", "native", "s2d", "onednn"),
   "precision": ("fp32", "bf16"),
   "init_pick": ("medoid", "random", "first"),
   "oracle": ("ground_truth", "manifest"),

@@ -1,6 +1,6 @@
 """Parity of the Flax SegResNet family with MONAI 1.6.1 (the reference), <= 1e-4 max abs.
 
-Random weights with non-trivial norm parameters and running stats; both conv impls.
+Random weights with non-trivial norm parameters and running stats; every conv impl.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from weights_port.mapping import (
 )
 
 pytestmark = pytest.mark.torch
-IMPLS = ("native", "s2d")
+IMPLS = ("native", "s2d", "onednn")
 SMALL = dict(init_filters=4, in_channels=1, blocks_down=(1, 2, 2, 4, 4))
 
 

@@ -6,7 +6,7 @@ S = 64 and 96 (quick: S = 32), side by side on the same CPU:
 - forward: eval mode, jitted `apply` vs torch `no_grad` eval forward (NCDHW);
 - train_step: the engine's `make_train_step` (train-mode BN, Dice+CE, AdamW, donated
   state) vs torch forward + MONAI DiceCELoss + backward + AdamW.step;
-for conv_impl "s2d" and "native". Native runs first at the smallest config; larger configs
+for conv_impl "onednn" (where its extension is built), "s2d" and "native". Native runs first at the smallest config; larger configs
 run native only if its measured FLOP rate predicts a train step <= NATIVE_BUDGET_S
 (XLA:CPU's strided/transposed 3D convs are ~10x slower); skipped cells are rows with a
 note and no time. The contenders of a cell (s2d, native, MONAI) are timed round-robin by
@@ -29,6 +29,7 @@ import sys
 import jax
 import numpy as np
 
+from assft_jax.models import onednn
 from experiments.benchmarks import timing
 from experiments.benchmarks.flops import segresnet_forward_flops
 from experiments.benchmarks.timing import Sample
@@ -36,7 +37,7 @@ from experiments.benchmarks.timing import Sample
 ARCH = dict(in_channels=1, out_channels=4, blocks_down=(1, 2, 2, 4))
 BATCH = 2
 NATIVE_BUDGET_S = 20.0
-IMPLS = ("s2d", "native")
+IMPLS = ("onednn", "s2d", "native")  # onednn only where its extension is built
 CONFIGS = [(8, 64), (8, 96), (32, 64), (32, 96)]  # (init_filters, size)
 QUICK_CONFIGS = [(8, 32), (32, 32)]
 QUICK_REPEATS = 2
@@ -120,6 +121,8 @@ def _config_samples(
   flops = {"forward": fl, "train_step": 3 * fl}
   impls, skipped = [], {}
   for impl in IMPLS:
+    if impl == "onednn" and not onednn.available():
+      continue
     if impl == "native" and native_rate is not None:
       est = flops["train_step"] / native_rate["train_step"]
       if est > NATIVE_BUDGET_S:
