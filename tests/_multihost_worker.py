@@ -28,11 +28,15 @@ SIZE = 16
 
 
 def model_and_optimizer():
-  """The tiny network (2 levels, 4 filters) and AdamW of the test."""
+  """The tiny network (2 levels, 4 filters) and AdamW of the test. conv_impl "s2d" in
+  both runs: "auto" picks the oneDNN convs for the one-process reference but not across
+  processes (they are not partitioned over the batch), and the test compares the
+  processes, not the conv kernels (those are in test_onednn.py)."""
   from assft_jax.engine import make_optimizer
   from assft_jax.models import SegResNetDS
 
-  return SegResNetDS(init_filters=4, out_channels=2, blocks_down=(1, 1)), make_optimizer(1e-3, 10)
+  model = SegResNetDS(init_filters=4, out_channels=2, blocks_down=(1, 1), conv_impl="s2d")
+  return model, make_optimizer(1e-3, 10)
 
 
 def flat(tree, prefix):
