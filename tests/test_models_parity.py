@@ -122,7 +122,9 @@ def test_full_eval(impl, dsdepth):
   assert max_abs(to_first(y), ref) <= TOL
 
 
-@pytest.mark.parametrize("impl,dsdepth", [("native", 4), ("s2d", 4), ("s2d", 1)])
+@pytest.mark.parametrize(
+  "impl,dsdepth", [("native", 4), ("s2d", 4), ("s2d", 1), ("onednn", 4), ("onednn", 1)]
+)
 def test_full_train_and_batch_stats(impl, dsdepth):
   kw = dict(SMALL, out_channels=3, dsdepth=dsdepth)
   net = monai_net("segresnet", 7, **kw)
