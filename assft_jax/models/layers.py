@@ -106,6 +106,22 @@ def up_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
 CONV_IMPLS = ("auto", "native", "s2d", "onednn")
 
 
+def _why_not_onednn(dtype: Dtype) -> str | None:
+  """Why the oneDNN convs cannot run here, or None when they can."""
+  if jax.default_backend() != "cpu" or jax.device_count() != 1:
+    return (
+      f"runs on a single CPU device; this process sees {jax.device_count()} "
+      f"{jax.default_backend()} device(s): use 'auto'"
+    )
+  if jnp.dtype(dtype) != jnp.float32:
+    return f"runs float32 only, and the compute dtype is {dtype}"
+  if not onednn.available():
+    return (
+      "the extension is not built for this environment (python -m assft_jax.models.onednn_build)"
+    )
+  return None
+
+
 def resolve_conv_impl(conv_impl: str, dtype: Dtype = jnp.float32) -> str:
   """The conv implementation to run. "auto" -> "onednn" on a single CPU device when the
   extension is built and the compute dtype is float32 (oneDNN runs these convs 2-4x
@@ -119,22 +135,9 @@ def resolve_conv_impl(conv_impl: str, dtype: Dtype = jnp.float32) -> str:
   if conv_impl == "auto":
     if jax.default_backend() != "cpu":
       return "native"
-    single = jax.device_count() == 1
-    fits = single and jnp.dtype(dtype) == jnp.float32 and onednn.available()
-    return "onednn" if fits else "s2d"
-  if conv_impl == "onednn":
-    if jax.default_backend() != "cpu" or jax.device_count() != 1:
-      raise ValueError(
-        "conv_impl 'onednn' runs on a single CPU device; this process sees "
-        f"{jax.device_count()} {jax.default_backend()} device(s): use 'auto'"
-      )
-    if jnp.dtype(dtype) != jnp.float32:
-      raise ValueError(f"conv_impl 'onednn' runs float32 only, and the compute dtype is {dtype}")
-    if not onednn.available():
-      raise ValueError(
-        "conv_impl 'onednn': the extension is not built for this environment "
-        "(python -m assft_jax.models.onednn_build)"
-      )
+    return "s2d" if _why_not_onednn(dtype) else "onednn"
+  if conv_impl == "onednn" and (why := _why_not_onednn(dtype)):
+    raise ValueError(f"conv_impl 'onednn': {why}")
   return conv_impl
 
 

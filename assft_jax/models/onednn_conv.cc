@@ -32,13 +32,12 @@ namespace {
 using dnnl::memory;
 using Dims = memory::dims;
 
-// A cached set of primitives for one conv geometry: creating a primitive JIT-compiles
+// A cached primitive for one conv geometry and kind: creating a primitive JIT-compiles
 // its kernel (milliseconds), so it happens once per shape, not once per call.
 struct Entry {
   memory::desc src, dst, user_w;
-  dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::primitive prim;
-  memory::desc prim_w;  // the weights layout the primitive wants (or writes)
+  memory::desc prim_w;   // the weights layout the primitive reads (or writes)
   memory::desc scratch;  // its scratchpad, allocated per call (see Lookup)
 };
 
@@ -63,6 +62,14 @@ memory::desc UserWeights(int64_t oc, int64_t ic, int64_t wt) {
                       Dims{o_stride, i_stride, 9 * tap, 3 * tap, tap});
 }
 
+// Fills e from a primitive descriptor: the primitive, its weights layout, its scratchpad.
+template <typename Prim>
+void Fill(Entry& e, const typename Prim::primitive_desc& pd, const memory::desc& w) {
+  e.prim = Prim(pd);
+  e.prim_w = w;
+  e.scratch = pd.scratchpad_desc();
+}
+
 Entry& Lookup(int64_t kind, int64_t stride, int64_t wt, const Dims& src, const Dims& dst) {
   using Key = std::tuple<int64_t, int64_t, int64_t, Dims, Dims>;
   static std::map<Key, std::unique_ptr<Entry>> cache;
@@ -73,6 +80,7 @@ Entry& Lookup(int64_t kind, int64_t stride, int64_t wt, const Dims& src, const D
   auto& eng = Engine();
   const auto f32 = memory::data_type::f32;
   const auto nspc = memory::format_tag::ndhwc;
+  const auto direct = dnnl::algorithm::convolution_direct;
   memory::desc src_md(src, f32, nspc), dst_md(dst, f32, nspc);
   memory::desc any_w({dst[1], src[1], 3, 3, 3}, f32, memory::format_tag::any);
   Dims strides{stride, stride, stride}, pad_l{1, 1, 1}, pad_r(3);
@@ -81,32 +89,26 @@ Entry& Lookup(int64_t kind, int64_t stride, int64_t wt, const Dims& src, const D
   // gemm weight gradient crashed on its second call from XLA's thread pool.
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  auto fwd_pd = dnnl::convolution_forward::primitive_desc(
-      eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md,
-      any_w, dst_md, strides, pad_l, pad_r, attr);
+  // The forward descriptor is also the backward ones' hint.
+  dnnl::convolution_forward::primitive_desc fwd_pd(eng, dnnl::prop_kind::forward_training, direct,
+                                                   src_md, any_w, dst_md, strides, pad_l, pad_r,
+                                                   attr);
   auto e = std::make_unique<Entry>();
   e->src = src_md;
   e->dst = dst_md;
   e->user_w = UserWeights(dst[1], src[1], wt);
-  e->fwd_pd = fwd_pd;
   if (kind == 0) {
-    e->prim = dnnl::convolution_forward(fwd_pd);
-    e->prim_w = fwd_pd.weights_desc();
-    e->scratch = fwd_pd.scratchpad_desc();
+    Fill<dnnl::convolution_forward>(*e, fwd_pd, fwd_pd.weights_desc());
   } else if (kind == 1) {
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        eng, dnnl::algorithm::convolution_direct, src_md, any_w, dst_md, strides, pad_l, pad_r,
-        fwd_pd, attr);
-    e->prim = dnnl::convolution_backward_data(pd);
-    e->prim_w = pd.weights_desc();
-    e->scratch = pd.scratchpad_desc();
+    using Prim = dnnl::convolution_backward_data;
+    Prim::primitive_desc pd(eng, direct, src_md, any_w, dst_md, strides, pad_l, pad_r, fwd_pd,
+                            attr);
+    Fill<Prim>(*e, pd, pd.weights_desc());
   } else {
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        eng, dnnl::algorithm::convolution_direct, src_md, any_w, dst_md, strides, pad_l, pad_r,
-        fwd_pd, attr);
-    e->prim = dnnl::convolution_backward_weights(pd);
-    e->prim_w = pd.diff_weights_desc();
-    e->scratch = pd.scratchpad_desc();
+    using Prim = dnnl::convolution_backward_weights;
+    Prim::primitive_desc pd(eng, direct, src_md, any_w, dst_md, strides, pad_l, pad_r, fwd_pd,
+                            attr);
+    Fill<Prim>(*e, pd, pd.diff_weights_desc());
   }
   return *cache.emplace(key, std::move(e)).first->second;
 }
@@ -117,49 +119,35 @@ ffi::Error Conv3Impl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
     return ffi::Error::InvalidArgument("assft_onednn_conv3: bad kind/stride/wt attribute");
   if (a.dimensions().size() != 5 || b.dimensions().size() != 5 || out->dimensions().size() != 5)
     return ffi::Error::InvalidArgument("assft_onednn_conv3: every operand must be 5-D");
-  // Which buffer is the src, the dst and the weights, by kind.
+  // Which buffer is the src, the dst and the weights, by kind (see the top of the file).
   auto* a_ptr = const_cast<float*>(a.typed_data());
   auto* b_ptr = const_cast<float*>(b.typed_data());
   float* o_ptr = out->typed_data();
-  Dims src, dst;
-  if (kind == 0) {
-    src = Logical(a.dimensions()), dst = Logical(out->dimensions());
-  } else if (kind == 1) {
+  float *src_ptr = a_ptr, *dst_ptr = o_ptr, *w_ptr = b_ptr;
+  Dims src = Logical(a.dimensions()), dst = Logical(out->dimensions());
+  if (kind == 1) {
+    src_ptr = o_ptr, dst_ptr = a_ptr;
     src = Logical(out->dimensions()), dst = Logical(a.dimensions());
-  } else {
-    src = Logical(a.dimensions()), dst = Logical(b.dimensions());
+  } else if (kind == 2) {
+    dst_ptr = b_ptr, w_ptr = o_ptr;
+    dst = Logical(b.dimensions());
   }
   try {
     std::lock_guard<std::mutex> guard(Lock());
     Entry& e = Lookup(kind, stride, wt, src, dst);
     auto& eng = Engine();
     dnnl::stream s(eng);
+    memory src_m(e.src, eng, src_ptr), dst_m(e.dst, eng, dst_ptr), user_w(e.user_w, eng, w_ptr);
     memory scratch(e.scratch, eng);
-    if (kind == 2) {
-      memory src_m(e.src, eng, a_ptr), dst_m(e.dst, eng, b_ptr);
-      memory user_w(e.user_w, eng, o_ptr);
-      const bool same = e.prim_w == e.user_w;
-      memory prim_w = same ? user_w : memory(e.prim_w, eng);
-      e.prim.execute(s, {{DNNL_ARG_SRC, src_m},
-                         {DNNL_ARG_DIFF_DST, dst_m},
-                         {DNNL_ARG_DIFF_WEIGHTS, prim_w},
-                         {DNNL_ARG_SCRATCHPAD, scratch}});
-      if (!same) dnnl::reorder(prim_w, user_w).execute(s, prim_w, user_w);
-    } else {
-      memory user_w(e.user_w, eng, b_ptr);
-      const bool same = e.prim_w == e.user_w;
-      memory prim_w = same ? user_w : memory(e.prim_w, eng);
-      if (!same) dnnl::reorder(user_w, prim_w).execute(s, user_w, prim_w);
-      if (kind == 0) {
-        memory src_m(e.src, eng, a_ptr), dst_m(e.dst, eng, o_ptr);
-        e.prim.execute(s, {{DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, prim_w},
-                           {DNNL_ARG_DST, dst_m}, {DNNL_ARG_SCRATCHPAD, scratch}});
-      } else {
-        memory dst_m(e.dst, eng, a_ptr), src_m(e.src, eng, o_ptr);
-        e.prim.execute(s, {{DNNL_ARG_DIFF_DST, dst_m}, {DNNL_ARG_WEIGHTS, prim_w},
-                           {DNNL_ARG_DIFF_SRC, src_m}, {DNNL_ARG_SCRATCHPAD, scratch}});
-      }
-    }
+    // The weights in the primitive's layout: the user buffer itself when they agree.
+    const bool same = e.prim_w == e.user_w;
+    memory prim_w = same ? user_w : memory(e.prim_w, eng);
+    if (kind != 2 && !same) dnnl::reorder(user_w, prim_w).execute(s, user_w, prim_w);
+    e.prim.execute(s, {{kind == 1 ? DNNL_ARG_DIFF_SRC : DNNL_ARG_SRC, src_m},
+                       {kind == 0 ? DNNL_ARG_DST : DNNL_ARG_DIFF_DST, dst_m},
+                       {kind == 2 ? DNNL_ARG_DIFF_WEIGHTS : DNNL_ARG_WEIGHTS, prim_w},
+                       {DNNL_ARG_SCRATCHPAD, scratch}});
+    if (kind == 2 && !same) dnnl::reorder(prim_w, user_w).execute(s, prim_w, user_w);
     s.wait();
   } catch (const dnnl::error& err) {
     return ffi::Error::Internal(std::string("assft_onednn_conv3: oneDNN: ") + err.what());
