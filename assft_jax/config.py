@@ -109,7 +109,9 @@ class ModelConfig:
   conv_impl: str = option(
     "auto",
     help="Conv implementation; auto = onednn on one CPU device where its extension is "
-    "built (python -m assft_jax.models.onednn_build), else s2d on CPU, native elsewhere.",
+    "built (python -m assft_jax.models.onednn_build), else s2d on CPU, native elsewhere. "
+    "Resolved when the run starts and recorded in config.json: a resume that would "
+    "switch kernels is refused (--allow_kernel_switch).",
     choices=("auto", "native", "s2d", "onednn"),
   )
   source_steps: int = option(
@@ -139,7 +141,11 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class ALConfig:
   strategy: str = option("assft", help="Query strategy (assft, random, entropy, ...).")
-  ssft: bool = option(True, help="Selective semi-supervised fine-tuning (stages 2-3).")
+  ssft: bool | None = option(
+    None,
+    help="Selective semi-supervised fine-tuning (stages 2-3); default: on for "
+    "--strategy=assft only, as the sweep's arm names mean (random+ssft: random with it).",
+  )
   stage3: str = option(
     "auto",
     help="Stage 3 of each round: auto = on T_l and pseudo-labels with --ssft, none without; "
@@ -291,6 +297,15 @@ def check_patch(patch: tuple[int, ...], levels: int, source: str) -> None:
   _check_divisible("patch", patch, levels, source)
 
 
+def resolve_ssft(cfg: RunConfig) -> RunConfig:
+  """cfg with an unset --ssft made concrete: on for the assft strategy, off for every
+  other one. ASSFT is the paper's only row with SSFT, and the sweep names an arm
+  `<strategy>+ssft` when it wants it, so one strategy name means one arm everywhere."""
+  if cfg.al.ssft is not None:
+    return cfg
+  return dataclasses.replace(cfg, al=dataclasses.replace(cfg.al, ssft=cfg.al.strategy == "assft"))
+
+
 def validate(cfg: RunConfig) -> None:
   """Checks that need no data; the loop checks the budget against the pool.
 
@@ -305,7 +320,7 @@ def validate(cfg: RunConfig) -> None:
     value = opt.value(cfg)
     if opt.choices and value not in opt.choices:
       raise ConfigError(f"--{opt.name}={value!r}: expected one of {', '.join(opt.choices)}")
-  if al.stage3 == "supervised" and al.ssft:
+  if al.stage3 == "supervised" and resolve_ssft(cfg).al.ssft:
     raise ConfigError(
       "--stage3=supervised is the control without pseudo-labels: it needs --nossft "
       "(--ssft runs its own stage 3 on the pseudo-labels)"

@@ -59,12 +59,20 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
     flag_values=fv,
   )
   flags.DEFINE_bool(
+    "allow_kernel_switch",
+    False,
+    "Resume a run whose rounds were made with another conv kernel (--conv_impl, as "
+    "config.json records it) with the kernel this process resolves; each round's row "
+    "records its kernel.",
+    flag_values=fv,
+  )
+  flags.DEFINE_bool(
     "lower_bound", False, "Evaluate without any target fine-tuning.", flag_values=fv
   )
   flags.DEFINE_bool("upper_bound", False, "Fine-tune on all target pool cases.", flag_values=fv)
   # absl's --help lists the main program's own (key) flags only, and these are defined
   # here, in a library module; declaring them key flags of the program lists them.
-  for name in [*names, "overwrite", "resume_from", *config_lib.BOUNDS]:
+  for name in [*names, "overwrite", "resume_from", "allow_kernel_switch", *config_lib.BOUNDS]:
     fv.register_key_flag_for_module(sys.argv[0], fv[name])
   return fv
 
@@ -90,7 +98,8 @@ def _value(opt: Option, raw: Any) -> Any:
 def config_from_flags(
   fv: flags.FlagValues = flags.FLAGS, *, default_workdir: str | None = None
 ) -> config_lib.RunConfig:
-  """The validated RunConfig of parsed flags.
+  """The validated RunConfig of parsed flags, with what they leave open made concrete
+  (`components.resolve`: --ssft from the strategy, --conv_impl=auto for this machine).
 
   `default_workdir` stands in for an unset --workdir (experiments.pretrain needs none);
   without either, --workdir is required.
@@ -109,4 +118,6 @@ def config_from_flags(
   tree["al"]["mode"] = mode
   cfg = config_lib.RunConfig.from_json(tree)
   config_lib.validate(cfg)
-  return cfg
+  from assft_jax import components  # it imports jax: not before the flags are parsed
+
+  return components.resolve(cfg)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from assft_jax import atomic, lock, strategies
+from assft_jax import atomic, components, lock, strategies
 from assft_jax import config as config_lib
 from assft_jax import session as session_lib
 from assft_jax import workdir as wd_lib
@@ -37,22 +37,32 @@ from assft_jax.pool import Pool
 log = logging.getLogger("assft_jax.loop")
 
 
-def run(cfg: config_lib.RunConfig, overwrite: bool = False, resume_from: int | None = None) -> dict:
+def run(
+  cfg: config_lib.RunConfig,
+  overwrite: bool = False,
+  resume_from: int | None = None,
+  allow_kernel_switch: bool = False,
+) -> dict:
   """Runs (or resumes) one experiment; returns the summary dict.
 
   resume_from: continue after this complete round; the later ones are moved aside
-  (`workdir.discard_after`). A full disk anywhere is one DiskFullError naming the file.
+  (`workdir.discard_after`). allow_kernel_switch: resume rounds made with another conv
+  kernel (refused otherwise). A full disk anywhere is one DiskFullError naming the file.
   """
   config_lib.validate(cfg)
+  cfg = components.resolve(cfg)
+  log.info("conv kernel: %s (%s)", cfg.model.conv_impl, components.kernel(cfg)[1])
   if cfg.al.mode == "al" and cfg.al.strategy not in strategies.names():
     raise config_lib.ConfigError(
       f"--strategy={cfg.al.strategy!r} is unknown; valid: {', '.join(strategies.names())}"
     )
   with lock.locked(cfg.workdir) as wd, atomic.disk_full_names(fallback=wd):
-    workdir = wd_lib.open_workdir(cfg, overwrite=overwrite, resume_from=resume_from)
+    workdir = wd_lib.open_workdir(
+      cfg, overwrite=overwrite, resume_from=resume_from, allow_kernel_switch=allow_kernel_switch
+    )
     # The last complete round read back now: a damaged file shows before any slow work.
     last = wd_lib.resume_state(workdir) if cfg.al.mode == "al" else None
-    data = session_lib.open_data(cfg, workdir)
+    data = components.open_data(cfg, workdir)
     if cfg.al.mode == "al":  # before the model, which may pre-train the source encoder
       _check_budget(cfg, len(data.split["pool"]))
     sess = session_lib.Session.open(cfg, workdir, data)
@@ -113,7 +123,7 @@ def _round0_entry(sess: session_lib.Session) -> Path | None:
     return None
   # The weights of F(0) and the input files: what the config names but does not hold (a
   # re-converted --pretrained, an edited data file under the same path).
-  ds, pcfg = sess.data.dataset, session_lib.preprocess_config(cfg)
+  ds, pcfg = sess.data.dataset, components.preprocess_config(cfg)
   data = [preprocess.cache_key(c, pcfg, ds.label_lut, ds.mask_names) for c in ds.cases]
   key = wd_lib.round0_key(cfg, fingerprint(sess.variables0), *data)
   return cfg.cache / "round0" / key
@@ -208,6 +218,7 @@ def _finish_round(
     "n_labeled": len(pool.labeled),
     "queried": list(queried),
     "pseudo": list(pool.pseudo),
+    "conv_impl": sess.cfg.model.conv_impl,
     **result,
     **(extra or {}),
   }
@@ -246,7 +257,14 @@ def _bound_run(sess: session_lib.Session, train: bool) -> dict:
   wd_lib.mark_done(wd, 0)
   summary[cfg.al.mode] = result["dice_mean"]
   summary["rounds"] = [
-    {"round": 0, "n_labeled": len(ids) if train else 0, "queried": [], "pseudo": [], **result}
+    {
+      "round": 0,
+      "n_labeled": len(ids) if train else 0,
+      "queried": [],
+      "pseudo": [],
+      "conv_impl": cfg.model.conv_impl,
+      **result,
+    }
   ]
   summary["complete"] = True
   _write_summary(sess, summary)
@@ -351,6 +369,11 @@ def _load_summary(sess: session_lib.Session, n_b: int | None) -> dict:
       "class_names": list(sess.class_names[1:]),
       "rounds": [],
     }
+  # One entry per distinct setting a process of this run ran with (a resume on another
+  # commit or jax adds one); each round's row names its conv kernel.
+  made = components.provenance(sess.cfg)
+  if not s.get("made_with") or s["made_with"][-1] != made:
+    s["made_with"] = [*s.get("made_with", []), made]
   return s
 
 

@@ -15,7 +15,7 @@ Beside the images (in `--annotation_dir`, else in `round_XXX/`) it writes what t
 annotator starts from: `labels.ctbl`, the class names as a 3D Slicer color table (every
 round, round 0 too), and from round 1 on, per queried case, the current model's
 prediction `<id>_preannotation.nii.gz` to correct and its voxel entropy
-`<id>_uncertainty.nii.gz`, both in the scan's own grid (`deploy.viewer`). The current
+`<id>_uncertainty.nii.gz`, both in the scan's own grid (`viewer`). The current
 model is F(r-1), the one whose scores chose the query. Round 0 has none: its query is the
 init pick, and F(0)'s decoder is untrained, so its prediction would be noise to erase.
 The manifest names each of these files in a column (empty where there is none). A rerun
@@ -36,9 +36,8 @@ from typing import Protocol
 
 import numpy as np
 
-from assft_jax import atomic
+from assft_jax import atomic, viewer
 from assft_jax import data as data_lib
-from assft_jax.deploy import viewer
 from assft_jax.engine.predict import Prediction
 from assft_jax.errors import EXIT_PENDING, AssftError
 

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from assft_jax import atomic
+from assft_jax import atomic, components
 from assft_jax import config as config_lib
 from assft_jax import data as data_lib
-from assft_jax import session as session_lib
 from assft_jax import workdir as wd_lib
 
 log = logging.getLogger("assft_jax.power")
@@ -98,7 +97,7 @@ def measure(
     )
   out = Path(out)
   base = dataclasses.replace(cfg, seed=0, workdir=str(out / "split"))
-  data = session_lib.open_data(base, out / "split")
+  data = components.open_data(base, out / "split")
   groups = data_lib.case_groups(data.dataset, cfg.data.stratify_by)
   run_k, run_steps = run_extent(cfg, len(data.split["pool"]))
   k = run_k if k is None else k
@@ -110,18 +109,20 @@ def measure(
     for s in seeds:
       wd = out / name / f"seed_{s}"
       cell = wd_lib.read_json(wd / "cell.json")
-      _check_cell(cell, wd, sets[name], steps)
+      _check_cell(cell, wd, sets[name], steps, cfg.model.conv_impl)
       if cell is None:
         run_cfg = dataclasses.replace(cfg, seed=s, workdir=str(wd))
-        sess = session_lib.Session.open(run_cfg, wd, data)
-        labels = sess.oracle.label(sets[name], 0)
-        v = sess.fit(sess.variables0, labels, {}, math.ceil(steps / spe), round_=0, stage="s1")
-        res = sess.evaluate(v)
+        trainer = components.Trainer.open(run_cfg, data)
+        labels = {c: np.asarray(data.volumes[c].label) for c in sets[name]}
+        seed = components.stage_seed(s, 0, "s1")
+        v = trainer.fit(trainer.variables0, labels, math.ceil(steps / spe), seed, desc=name)
+        res = trainer.evaluate(v, data.split["test"])
         cell = {
           "set": name,
           "seed": s,
           "ids": sets[name],
           "steps": steps,
+          "conv_impl": cfg.model.conv_impl,
           "dice_mean": res["mean"],
           "per_case": {c: r["mean"] for c, r in res["per_case"].items()},
         }
@@ -134,12 +135,23 @@ def measure(
   return result
 
 
-def _check_cell(cell: Mapping | None, wd: Path, ids: Sequence[str], steps: int) -> None:
-  """A finished cell is reused only when it measured this set for this many steps."""
-  if cell is not None and (cell.get("steps") != steps or list(cell.get("ids", ())) != list(ids)):
+def _check_cell(
+  cell: Mapping | None, wd: Path, ids: Sequence[str], steps: int, conv_impl: str
+) -> None:
+  """A finished cell is reused only when it measured this set for this many steps with
+  this conv kernel (the kernel moves single trainings by float32 rounding)."""
+  if cell is None:
+    return
+  if cell.get("steps") != steps or list(cell.get("ids", ())) != list(ids):
     raise config_lib.ConfigError(
       f"{wd / 'cell.json'} holds a measurement of another set or step count "
       f"(steps {cell.get('steps')} against {steps} now); give another --out"
+    )
+  if cell.get("conv_impl") != conv_impl:
+    made = cell.get("conv_impl") or "an unrecorded kernel (made before cells recorded it)"
+    raise config_lib.ConfigError(
+      f"{wd / 'cell.json'} was measured with the conv kernel {made}, and this process runs "
+      f"{conv_impl!r}; measure with one kernel (--conv_impl) or give another --out"
     )
 
 

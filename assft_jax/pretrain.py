@@ -55,13 +55,20 @@ def ensure_phantom(
   return out
 
 
+# Bumped when the source pretraining's code changes what it trains (its key sees settings).
+SOURCE_VERSION = 2
+
+
 def source_key(cfg: config_lib.RunConfig) -> str:
-  """The cache folder name of cfg's source encoder (its model, phantom and source settings)."""
+  """The cache folder name of cfg's source encoder: its model, phantom and source settings
+  and the conv kernel that trains it (kernels differ in float32 rounding, which thousands
+  of steps carry into the weights)."""
   from assft_jax.data import phantom
 
   m, d = cfg.model, cfg.data
   return (
-    f"source_encoder_v{phantom.VERSION}_f{m.init_filters}_b{''.join(map(str, m.blocks_down))}_{m.norm}"
+    f"source_encoder_{SOURCE_VERSION}_v{phantom.VERSION}_f{m.init_filters}"
+    f"_b{''.join(map(str, m.blocks_down))}_{m.norm}_k{m.conv_impl}"
     f"_{'x'.join(map(str, d.phantom_shape))}_n{d.phantom_n}_t{m.source_steps}"
     f"_lr{m.source_lr:g}_p{'x'.join(map(str, cfg.train.patch))}_bs{cfg.train.batch_size}"
     f"_s{d.phantom_seed}"

@@ -67,13 +67,18 @@ def round_dir(workdir: Path, r: int) -> Path:
 
 
 def open_workdir(
-  cfg: config_lib.RunConfig, overwrite: bool = False, resume_from: int | None = None
+  cfg: config_lib.RunConfig,
+  overwrite: bool = False,
+  resume_from: int | None = None,
+  allow_kernel_switch: bool = False,
 ) -> Path:
   """Creates the workdir, or checks that it holds this very config (resume).
 
-  Call it under `lock.locked`. Removes the temp files of killed writers. resume_from: keep
-  rounds 0..resume_from and move the later ones aside (`discard_after`); the flags of
-  RESUME_MAY_CHANGE may then differ from config.json.
+  Call it under `lock.locked`, with a resolved config (`components.resolve`). Removes the
+  temp files of killed writers. resume_from: keep rounds 0..resume_from and move the
+  later ones aside (`discard_after`); the flags of RESUME_MAY_CHANGE may then differ from
+  config.json. A conv kernel other than config.json's is refused unless
+  `allow_kernel_switch` (each round's row names the kernel that made it).
   """
   wd = Path(cfg.workdir)
   cfg_path = wd / "config.json"
@@ -90,8 +95,10 @@ def open_workdir(
   changes: list[str] = []
   if cfg_path.exists():
     old = read_json(cfg_path)
+    flat_old, flat_new = config_lib.flatten(old), config_lib.flatten(new)
+    _check_kernel(cfg_path, flat_old.get(KERNEL), flat_new[KERNEL], allow_kernel_switch)
+    old = {**old, "model": {**old.get("model", {}), "conv_impl": flat_new[KERNEL]}}
     changes = config_lib.config_diff(old, new)
-    flat_new = config_lib.flatten(new)
     kept = {**config_lib.flatten(old), **{k: flat_new[k] for k in RESUME_MAY_CHANGE}}
     curable = not config_lib.config_diff(kept, new)
     if changes and not (curable and resume_from is not None):
@@ -114,6 +121,36 @@ def open_workdir(
     discard_after(wd, resume_from, config_changes=changes)
   atomic.write_json(cfg_path, new)
   return wd
+
+
+KERNEL = "model.conv_impl"
+
+
+def _check_kernel(cfg_path: Path, old: str | None, new: str, allow: bool) -> None:
+  """WorkdirError when the run in cfg_path was made with another conv kernel than `new`,
+  unless `allow`: two kernels sum the same products in another order, and over hundreds
+  of optimiser steps float32 rounding moves a run's Dice by up to several points, so a
+  run whose rounds mix kernels is not the run its config describes."""
+  if old == new:
+    return
+  if allow:
+    log.warning("%s: conv kernel %s -> %s (--allow_kernel_switch)", cfg_path, old, new)
+    return
+  switch = (
+    f"add --allow_kernel_switch to continue with {new!r} on purpose (each round's row "
+    "records its kernel)"
+  )
+  if old in (None, "auto"):
+    raise WorkdirError(
+      f"{cfg_path}: the run was made before runs recorded their conv kernel, and this "
+      f"process runs {new!r}: {switch}, or --overwrite to start afresh."
+    )
+  raise WorkdirError(
+    f"{cfg_path}: the run's rounds were made with the conv kernel {old!r}, and this process "
+    f"runs {new!r}. Resuming would mix kernels, whose float32 sums differ enough to move "
+    f"the results. Resume where {old!r} runs (--conv_impl={old}), use another --workdir, "
+    f"or {switch}."
+  )
 
 
 def read_config(workdir: Path) -> config_lib.RunConfig:
@@ -352,8 +389,8 @@ ROUND0_FREE = (
   "al.tau_c",
 )
 # Bumped when the code of round 0 (init pick, init stage, evaluation) changes its results:
-# the key sees the config and the inputs, not the code.
-ROUND0_VERSION = 1
+# the key sees the config (the resolved conv kernel included) and the inputs, not the code.
+ROUND0_VERSION = 2
 
 
 def round0_key(cfg: config_lib.RunConfig, *fingerprints: str) -> str:

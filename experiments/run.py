@@ -50,7 +50,12 @@ def main(argv):
     enable_compilation_cache(cfg)
     from assft_jax import loop  # after flag parsing: keeps `--help` fast
 
-    summary = loop.run(cfg, overwrite=FLAGS.overwrite, resume_from=FLAGS.resume_from)
+    summary = loop.run(
+      cfg,
+      overwrite=FLAGS.overwrite,
+      resume_from=FLAGS.resume_from,
+      allow_kernel_switch=FLAGS.allow_kernel_switch,
+    )
     last = summary["rounds"][-1]
     print(
       f"done: {cfg.workdir}/summary.json  ({summary['strategy']}, "

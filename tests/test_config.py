@@ -28,7 +28,7 @@ FLAG_KINDS = {
   "epochs_round steps_per_epoch batch_size devices sw_batch_size rounds resume_from",
   "float": "test_fraction phantom_hard_fraction source_lr lr weight_decay clip_norm tau_c "
   "nsd_tolerance_mm",
-  "bool": "overwrite augment ssft lower_bound upper_bound",
+  "bool": "overwrite augment ssft allow_kernel_switch lower_bound upper_bound",
   "comma separated list of strings": "splits drop_labels keep_labels label_map stratify_by "
   "crop_size spacing "
   "phantom_shape phantom_shares blocks_down patch",
@@ -131,6 +131,48 @@ def test_stage3_defaults_to_auto_and_the_control_runs_without_ssft():
   assert parse().al.stage3 == "auto" and parse("--nossft").al.stage3 == "auto"
   cfg = parse("--nossft", "--stage3=supervised")
   assert (cfg.al.ssft, cfg.al.stage3) == (False, "supervised")
+
+
+def test_ssft_follows_the_strategy_unless_given():
+  assert parse("--strategy=assft").al.ssft is True
+  assert parse("--strategy=random").al.ssft is False
+  assert parse("--strategy=dkd_asd").al.ssft is False
+  assert parse("--strategy=random", "--ssft").al.ssft is True
+  assert parse("--strategy=assft", "--nossft").al.ssft is False
+
+
+@pytest.mark.parametrize(
+  "token, run_argv",
+  [
+    ("random", ["--strategy=random"]),
+    ("assft", ["--strategy=assft"]),
+    ("entropy", ["--strategy=entropy"]),
+    ("random+ssft", ["--strategy=random", "--ssft"]),
+    ("dkd_asd+sup", ["--strategy=dkd_asd", "--stage3=supervised"]),
+  ],
+)
+def test_a_strategy_name_is_the_same_arm_in_run_and_sweep(token, run_argv):
+  """The sweep's cell for `token` and `experiments.run` with the strategy's own flags (no
+  --ssft given) build the same config."""
+  from assft_jax import sweep
+
+  (cell,) = sweep.plan_cells([token], [3], "/tmp/out")
+  cmd = sweep.run_command(cell, [str(SMOKE)])
+  swept = run_flags.parse(cmd[cmd.index("experiments.run") + 1 :])
+  ran = run_flags.parse([f"--flagfile={SMOKE}", *run_argv, "--seed=3", f"--workdir={cell.workdir}"])
+  assert swept == ran
+
+
+def test_conv_impl_is_resolved_when_the_config_is_built():
+  from assft_jax import components
+  from assft_jax.models import onednn
+
+  cpu = "onednn" if onednn.available() else "s2d"
+  assert parse().model.conv_impl == cpu  # one CPU device, float32
+  assert parse("--precision=bf16").model.conv_impl == "s2d"  # oneDNN runs float32 only
+  assert parse("--conv_impl=native").model.conv_impl == "native"
+  cfg = parse()
+  assert components.resolve(cfg) == cfg  # concrete values stay
 
 
 def test_workdir_is_required_unless_a_default_stands_in():

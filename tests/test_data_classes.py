@@ -110,13 +110,13 @@ def test_check_cli_takes_the_selection(root, capsys):
 
 def test_run_flags_reach_the_dataset(root, tmp_path):
   """The run's --keep_labels / --label_map select the classes the session loads."""
+  from assft_jax import components
   from assft_jax import flags as run_flags
-  from assft_jax import session as session_lib
 
   argv = [f"--workdir={tmp_path}", f"--data_dir={root}"]
-  kept = session_lib.load_dataset(run_flags.parse([*argv, "--keep_labels=liver,spleen"]))
+  kept = components.load_dataset(run_flags.parse([*argv, "--keep_labels=liver,spleen"]))
   assert kept.class_names == ("background", "liver", "spleen")
-  merged = session_lib.load_dataset(run_flags.parse([*argv, "--label_map=3:kidney,4:kidney"]))
+  merged = components.load_dataset(run_flags.parse([*argv, "--label_map=3:kidney,4:kidney"]))
   assert merged.class_names[3] == "kidney" and len(merged.class_names) == 7
 
 

@@ -19,14 +19,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from assft_jax import atomic, engine, loop, models, oracle
+from assft_jax import atomic, components, engine, loop, models, oracle, viewer
 from assft_jax import config as config_lib
 from assft_jax import flags as run_flags
-from assft_jax import session as session_lib
 from assft_jax import workdir as wd_lib
 from assft_jax.data import PreprocessConfig, load_index, prepare, save_prediction
 from assft_jax.data.phantom import generate
-from assft_jax.deploy import status, viewer
+from assft_jax.deploy import status
 from assft_jax.engine.predict import from_logits
 from assft_jax.errors import AssftError
 from assft_jax.pool import Pool
@@ -209,7 +208,7 @@ def test_manifest_run_writes_preannotations_and_status_reports(tmp_path):
   assert list(row) == ["case_id", "image", "label", "preannotation", "uncertainty", "color_table"]
   assert row["preannotation"] == row["uncertainty"] == ""
   assert row["color_table"] == str(ann / "labels.ctbl")
-  data = session_lib.open_data(cfg, wd)
+  data = components.open_data(cfg, wd)
   names = data.dataset.class_names
   table = (ann / "labels.ctbl").read_text().splitlines()
   assert table[0].startswith("# Color table file") and table[1] == f"# {len(names)} values"
@@ -229,7 +228,7 @@ def test_manifest_run_writes_preannotations_and_status_reports(tmp_path):
   # evaluation's argmax and writer.
   module, variables = models.load_pretrained(wd_lib.model_dir(wd, 0))
   ref = engine.predict_labels(
-    module, variables, data.volumes, ids, **session_lib.window_settings(cfg)
+    module, variables, data.volumes, ids, **components.window_settings(cfg)
   )
   stamps = {}
   for r in rows:

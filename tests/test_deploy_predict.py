@@ -13,12 +13,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from assft_jax import atomic, engine
+from assft_jax import atomic, engine, viewer
 from assft_jax import config as config_lib
 from assft_jax import workdir as wd_lib
 from assft_jax.data import PreprocessConfig, load_index, prepare, save_prediction
 from assft_jax.data.phantom import generate
-from assft_jax.deploy import predict, viewer
+from assft_jax.deploy import predict
 from assft_jax.engine.predict import from_logits
 from assft_jax.models import SegResNetDS
 from tests._engine_helpers import fast_variables

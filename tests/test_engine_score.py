@@ -8,6 +8,7 @@ import pytest
 from assft_jax.engine import (
   evaluate,
   predict_labels,
+  score,
   score_pass,
   sliding_window_predict,
 )
@@ -91,6 +92,12 @@ def test_emb0_cached_once_and_fingerprinted(model, volumes, tmp_path):
     emb0_cache=tmp_path,
   )
   assert not np.allclose(s3["emb_0"], s1["emb_0"])
+  # the same encoder under another decoder (another seed's F(0)): the same key, so reused
+  other_decoder = {c: {**variables[c], "encoder": pre[c]["encoder"]} for c in pre}
+  sw = dict(roi=ROI, overlap=0.5)
+  assert score._emb0_cache(module, other_decoder, None, sw).key == (
+    score._emb0_cache(module, pre, None, sw).key
+  )
 
 
 def test_emb0_recomputed_when_the_image_under_an_id_changes(model, volumes, tmp_path):

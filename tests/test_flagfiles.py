@@ -26,9 +26,10 @@ PAPER = {
   "abdominal_mri": dict(patch=(64, 192, 192), rounds=3, budget="2", epochs_round=400),
 }
 
-# config.json of `--workdir=x` alone, as the runs of the paper reproduction wrote it. A
-# changed value here is a change of every workdir's config: old runs would refuse to
-# resume (a new field is not: `config_diff` reads its absence as its default).
+# The declared defaults, as config.json holds them once `resolved` has made the two open
+# ones concrete (--ssft from the strategy, --conv_impl=auto for this machine). A changed
+# value here is a change of every workdir's config: old runs would refuse to resume (a
+# new field is not: `config_diff` reads its absence as its default).
 DEFAULTS = {
   "workdir": "x",
   "seed": 0,
@@ -80,7 +81,7 @@ DEFAULTS = {
   },
   "al": {
     "strategy": "assft",
-    "ssft": True,
+    "ssft": None,
     "stage3": "auto",
     "rounds": 5,
     "budget": "5%",
@@ -116,8 +117,22 @@ FLOAT_LISTS = {"spacing", "phantom_shares"}
 STR_LISTS = {"splits", "drop_labels", "keep_labels", "label_map", "stratify_by"}
 
 
+def resolved(want: dict) -> dict:
+  """An unset --ssft is on for the assft strategy only; --conv_impl=auto is oneDNN's convs
+  on this one-CPU-device machine where the extension is built (float32 only), else the
+  XLA rewrites."""
+  from assft_jax.models import onednn
+
+  if want["al"]["ssft"] is None:
+    want["al"]["ssft"] = want["al"]["strategy"] == "assft"
+  if want["model"]["conv_impl"] == "auto":
+    fp32 = want["train"]["precision"] == "fp32"
+    want["model"]["conv_impl"] = "onednn" if fp32 and onednn.available() else "s2d"
+  return want
+
+
 def expected_config(lines: list[str]) -> dict:
-  """DEFAULTS with `--name=value` / `--name` / `--noname` lines applied."""
+  """DEFAULTS with `--name=value` / `--name` / `--noname` lines applied, `resolved`."""
   want = copy.deepcopy(DEFAULTS)
   home = {k: want for k in want if not isinstance(want[k], dict)}
   home |= {k: sub for sub in want.values() if isinstance(sub, dict) for k in sub}
@@ -142,7 +157,7 @@ def expected_config(lines: list[str]) -> dict:
     else:
       value = text
     home[name][name] = value
-  return want
+  return resolved(want)
 
 
 @pytest.mark.parametrize("path", sorted(FLAGS_DIR.glob("*.flags")), ids=lambda p: p.stem)

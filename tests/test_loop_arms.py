@@ -20,7 +20,7 @@ import pytest
 from assft_jax import engine, loop
 from assft_jax import session as session_lib
 from assft_jax import workdir as wd_lib
-from tests.test_loop import smoke_cfg
+from tests._smoke import smoke_cfg
 
 SEED = "--seed=1"
 

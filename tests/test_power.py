@@ -88,8 +88,12 @@ def test_run_extent_follows_the_run_settings():
 
 def test_a_cell_of_other_settings_is_refused_not_reused(tmp_path):
   ids = ["a", "b"]
-  power._check_cell(None, tmp_path, ids, 960)  # nothing yet: train it
-  power._check_cell({"ids": ids, "steps": 960}, tmp_path, ids, 960)  # the same: reuse
+  power._check_cell(None, tmp_path, ids, 960, "onednn")  # nothing yet: train it
+  same = {"ids": ids, "steps": 960, "conv_impl": "onednn"}
+  power._check_cell(same, tmp_path, ids, 960, "onednn")  # the same: reuse
   for cell in ({"ids": ids, "steps": 480}, {"ids": ["a", "c"], "steps": 960}, {"ids": ids}):
     with pytest.raises(ConfigError, match="cell.json holds a measurement"):
-      power._check_cell(cell, tmp_path, ids, 960)
+      power._check_cell(cell, tmp_path, ids, 960, "onednn")
+  for cell in (same, {"ids": ids, "steps": 960}):  # another kernel, or none recorded
+    with pytest.raises(ConfigError, match="conv kernel"):
+      power._check_cell(cell, tmp_path, ids, 960, "s2d")

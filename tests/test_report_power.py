@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from assft_jax.report import ReportError, load_runs, write_report
+from tests._report_helpers import md_table as _md_table
+from tests._report_helpers import write_run as _run
 from tests._run_helpers import ROOT
-from tests.test_report_eval import _md_table, _run
 
 
 def _power(**over) -> dict:

@@ -1,4 +1,6 @@
-"""scoring/assft.py (Eq. 1-26) against plain numpy float64 rewrites, plus invariants."""
+"""The scores of Eq. 1-26 against plain numpy float64 rewrites, plus invariants: the voxel
+scores (scoring.kernels), Q, K and R (scoring.assft), and the float64 embedding reference
+the device kernels are tested against (tests/_assft_reference.py) against Eq. 3-4's loops."""
 
 import math
 
@@ -6,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from assft_jax.scoring import assft
+from assft_jax.scoring import assft, kernels
+from tests import _assft_reference as ref64
 
 RTOL = 1e-5
 
@@ -46,22 +49,24 @@ def _masked_entropy_mean(p, tau):
 
 
 def test_temperature_endpoints_and_formula():
-  assert assft.temperature(1, 5) == 3.0
-  assert assft.temperature(5, 5) == pytest.approx(1.5, rel=1e-12)
-  assert assft.temperature(1, 1) == 3.0
-  assert assft.temperature(3, 6) == pytest.approx(-1.5 * math.log(3) / math.log(6) + 3)
+  assert kernels.temperature(1, 5) == 3.0
+  assert kernels.temperature(5, 5) == pytest.approx(1.5, rel=1e-12)
+  assert kernels.temperature(1, 1) == 3.0
+  assert kernels.temperature(3, 6) == pytest.approx(-1.5 * math.log(3) / math.log(6) + 3)
 
 
 @pytest.mark.parametrize("r,R", [(1, 5), (4, 5), (1, 1)])
 def test_asd_matches_numpy(r, R):
   p = _probs(r + 10 * R)
   tau = -1.5 * math.log(r) / math.log(R) + 3 if R > 1 else 3.0
-  np.testing.assert_allclose(assft.asd(p, r, R), _masked_entropy_mean(p, tau), rtol=RTOL)
+  np.testing.assert_allclose(
+    kernels.reduce_case_stats(p, r, R)["asd"], _masked_entropy_mean(p, tau), rtol=RTOL
+  )
 
 
 def test_asd_refuses_round_zero():
   with pytest.raises(ValueError, match="r >= 1"):
-    assft.asd(_probs(0), 0, 5)
+    kernels.temperature(0, 5)
 
 
 def test_unit_rows_matches_sklearn_normalize():
@@ -87,7 +92,7 @@ def test_confidence_matches_numpy():
     s = np.sort(case, -1)
     fg = case.argmax(-1) != 0
     ref.append((s[fg, -1] - s[fg, -2]).mean() if fg.any() else 0.0)
-  got = assft.confidence(p)
+  got = np.asarray(kernels.reduce_case_stats(p, 1, 1)["conf"])
   assert got[0] == 0.0
   np.testing.assert_allclose(got, ref, rtol=RTOL)
 
@@ -97,27 +102,27 @@ def test_pakd_pd_dkd_match_numpy():
   e0 = rng.normal(size=(40, 12))
   er = e0 + 0.7 * rng.normal(size=e0.shape)
   ref_pakd = np.array([_cosdist(a, b) for a, b in zip(e0, er)])
-  np.testing.assert_allclose(assft.pakd(e0, er), ref_pakd, rtol=RTOL)
+  np.testing.assert_allclose(ref64.pakd(e0, er), ref_pakd, rtol=RTOL)
   ref_pd = _pd_reference(er, ref_pakd)
-  np.testing.assert_allclose(assft.pairwise_dissimilarity(er, ref_pakd), ref_pd, rtol=RTOL)
-  np.testing.assert_allclose(assft.dkd(e0, er), ref_pakd * ref_pd, rtol=RTOL)
-  assert assft.pairwise_dissimilarity(er, ref_pakd)[np.argmax(ref_pakd)] == 1.0
+  np.testing.assert_allclose(ref64.pairwise_dissimilarity(er, ref_pakd), ref_pd, rtol=RTOL)
+  np.testing.assert_allclose(ref64.dkd(e0, er), ref_pakd * ref_pd, rtol=RTOL)
+  assert ref64.pairwise_dissimilarity(er, ref_pakd)[np.argmax(ref_pakd)] == 1.0
 
 
 def test_pd_permutation_equivariant_and_rank_only():
   rng = np.random.default_rng(1)
   er, k = rng.normal(size=(50, 8)), rng.random(50)
-  pd = assft.pairwise_dissimilarity(er, k)
+  pd = ref64.pairwise_dissimilarity(er, k)
   perm = rng.permutation(50)
-  np.testing.assert_allclose(assft.pairwise_dissimilarity(er[perm], k[perm]), pd[perm], rtol=1e-12)
+  np.testing.assert_allclose(ref64.pairwise_dissimilarity(er[perm], k[perm]), pd[perm], rtol=1e-12)
   # PD depends on PAKD only through its ranking.
-  np.testing.assert_allclose(assft.pairwise_dissimilarity(er, np.exp(3 * k)), pd, rtol=1e-12)
+  np.testing.assert_allclose(ref64.pairwise_dissimilarity(er, np.exp(3 * k)), pd, rtol=1e-12)
 
 
 def test_dkd_zero_when_embeddings_equal():
   e = np.random.default_rng(2).normal(size=(20, 16))
-  np.testing.assert_array_equal(assft.dkd(e, e), 0.0)
-  np.testing.assert_allclose(assft.dkd(e, 2.5 * e), 0.0, atol=1e-15)  # scale-free
+  np.testing.assert_array_equal(ref64.dkd(e, e), 0.0)
+  np.testing.assert_allclose(ref64.dkd(e, 2.5 * e), 0.0, atol=1e-15)  # scale-free
 
 
 def test_asd_falls_as_mask_empties():
@@ -129,11 +134,13 @@ def test_asd_falls_as_mask_empties():
   for k in range(0, len(p) + 1, 8):
     q = p.copy()
     q[:k] = bg
-    vals.append(assft.asd(q.reshape(1, 4, 4, 4, 3), 1, 5)[0])
+    vals.append(kernels.reduce_case_stats(q.reshape(1, 4, 4, 4, 3), 1, 5)["asd"][0])
   assert np.all(np.diff(vals) < 0) and vals[-1] == 0.0
   # A larger temperature (early round) keeps at least as many voxels in the mask.
   pr = _probs(4)
-  assert np.all(assft.asd(pr, 1, 5) >= assft.asd(pr, 5, 5))
+  assert np.all(
+    kernels.reduce_case_stats(pr, 1, 5)["asd"] >= kernels.reduce_case_stats(pr, 5, 5)["asd"]
+  )
 
 
 @pytest.mark.parametrize("n", [7, 300])
@@ -178,7 +185,7 @@ def test_semantic_distance_and_reliability_match_numpy():
   rng = np.random.default_rng(4)
   emb, anchors = rng.normal(size=(9, 10)), rng.normal(size=(3, 10))
   ref = np.array([min(_cosdist(e, a) for a in anchors) for e in emb])
-  got = assft.semantic_distance(emb, anchors)
+  got = ref64.semantic_distance(emb, anchors)
   np.testing.assert_allclose(got, ref, rtol=RTOL)
   conf = rng.random(9)
   np.testing.assert_allclose(assft.reliability(conf, got), conf * (1 - ref), rtol=RTOL)

@@ -1,5 +1,5 @@
 """scoring/embed_kernels.py (Eq. 1-5, 25 in float32 on the device) against the float64
-numpy reference in scoring/assft.py at N = 10,000, F = 512: relative error <= 1e-5 and the
+numpy reference in tests/_assft_reference.py at N = 10,000, F = 512: relative error <= 1e-5 and the
 same top-N_B rankings, on random, clustered and near-duplicate embeddings."""
 
 import jax
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from assft_jax.scoring import assft, embed_kernels
+from tests import _assft_reference as ref64
 
 RTOL = 1e-5  # issue 13 §3; never loosened
 N, F = 10_000, 512
@@ -76,10 +77,10 @@ def test_pakd_pd_dkd_match_float64(name):
   against PAKD64 x PD64 ranked by the float32 PAKD, which isolates that ranking. The top
   N_B by DKD and by Q (with a random ASD) must equal the reference's."""
   e0, er = _case(name)
-  k64, d64 = assft.pakd(e0, er), assft.dkd(e0, er)
+  k64, d64 = ref64.pakd(e0, er), ref64.dkd(e0, er)
   k32 = np.asarray(embed_kernels.pakd(e0, er))
   assert k32.dtype == np.float32 and _rel(k32, k64) <= RTOL
-  pd_same_rank = assft.pairwise_dissimilarity(er, k32)
+  pd_same_rank = ref64.pairwise_dissimilarity(er, k32)
   assert _rel(embed_kernels.pairwise_dissimilarity(er, k32), pd_same_rank) <= RTOL
   d32 = np.asarray(embed_kernels.dkd(e0, er))
   kept = _ranks(k32) == _ranks(k64)
@@ -106,7 +107,7 @@ def test_semantic_distance_matches_float64(name):
     emb = _case(name)[1]
     emb, anchors = emb[300:], emb[:300]
   emb = np.asarray(emb, np.float32)
-  d64 = assft.semantic_distance(emb, anchors)
+  d64 = ref64.semantic_distance(emb, anchors)
   d32 = np.asarray(embed_kernels.semantic_distance(emb, anchors))
   assert d32.dtype == np.float32 and _rel(d32, d64) <= RTOL
   conf = rng.random(len(emb))
@@ -146,12 +147,12 @@ def test_zero_rows_and_extreme_scales_match_float64():
   er[25:40] *= np.float32(1e-20)
   e0[40:60] *= np.float32(1e20)  # rows 50-59: norms 1e20 and 1e-20
   er[50:60] *= np.float32(1e-20)
-  k = assft.pakd(e0, er)
+  k = ref64.pakd(e0, er)
   np.testing.assert_allclose(k[[3, 7, 11]], [0.5, 0.0, 0.5], atol=1e-15)
   k32 = np.asarray(embed_kernels.pakd(e0, er))
   np.testing.assert_allclose(k32, k, rtol=RTOL)
   # Ranked by the float32 PAKD: float64 gives rows 3 and 11 PAKDs 1 ulp apart, a float32 tie.
-  pd = assft.pairwise_dissimilarity(er, k32)
+  pd = ref64.pairwise_dissimilarity(er, k32)
   np.testing.assert_allclose(embed_kernels.pairwise_dissimilarity(er, k32), pd, rtol=RTOL)
   np.testing.assert_allclose(embed_kernels.dkd(e0, er), k * pd, rtol=RTOL)
   anchors = er[:30].copy()
@@ -159,7 +160,7 @@ def test_zero_rows_and_extreme_scales_match_float64():
   # The anchors are cases too: D = 0, exactly here, +-4e-16 in the reference's 1 - u.u.
   np.testing.assert_allclose(
     embed_kernels.semantic_distance(er, anchors),
-    assft.semantic_distance(er, anchors),
+    ref64.semantic_distance(er, anchors),
     rtol=RTOL,
     atol=1e-15,
   )
@@ -190,7 +191,7 @@ def test_vmap_over_runs_equals_separate_calls():
     }
     for name, v in single.items():
       np.testing.assert_allclose(batched[name][s], v, rtol=1e-6, err_msg=name)
-    np.testing.assert_allclose(single["dkd"], assft.dkd(e0[s], er[s]), rtol=RTOL)
+    np.testing.assert_allclose(single["dkd"], ref64.dkd(e0[s], er[s]), rtol=RTOL)
 
 
 def test_shape_errors():

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from assft_jax import components
 from assft_jax import config as config_lib
 from assft_jax import session as session_lib
 from assft_jax.models import SegResNetDS
@@ -29,8 +30,9 @@ def parts(tmp_path_factory):
 
 def _session(parts):
   cfg, tmp, module, variables0, _, volumes = parts
-  data = session_lib.RunData(dataset=None, volumes=volumes, split={"test": ["a"]})
-  return session_lib.Session(cfg, tmp, data, None, module, variables0, mesh=None)
+  data = components.RunData(dataset=None, volumes=volumes, split={"test": ["a"]})
+  trainer = components.Trainer(cfg, volumes, ("bg", "x", "y"), module, variables0, mesh=None)
+  return session_lib.Session(cfg, tmp, data, None, trainer)
 
 
 def test_timing_accumulates_per_phase(parts):

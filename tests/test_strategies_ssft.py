@@ -8,8 +8,8 @@ from scipy.stats import rankdata
 
 from assft_jax import strategies
 from assft_jax.pool import Pool
-from assft_jax.scoring import assft
 from assft_jax.strategies import StrategyError, n_su, select_reliable
+from tests import _assft_reference as ref64
 
 
 def _table(n=40, f=8, seed=0):
@@ -82,7 +82,7 @@ def test_dkd_asd_scores_only_the_queryable_cases():
   dkd = pakd * pd
   # The float64 definition (scoring.assft) is this rewrite; the strategies use the
   # float32 device kernels, held to the issue-13 contract of 1e-5 relative to it.
-  np.testing.assert_allclose(assft.dkd(e0, er), dkd, rtol=1e-10)
+  np.testing.assert_allclose(ref64.dkd(e0, er), dkd, rtol=1e-10)
   n = len(q)
   score = (rankdata(dkd) - 1) / (n - 1) + (rankdata(stats["asd"][q]) - 1) / (n - 1)
   want = [pool.queryable[i] for i in np.argsort(-score, kind="stable")[:5]]

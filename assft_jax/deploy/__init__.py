@@ -1,9 +1,7 @@
-"""From an adapted model to files people open: `predict` (segment new scans in their own
-grid), `status` (where a run stands, who waits for annotators) and `viewer` (the label,
-uncertainty and probability files and the color table both of them write).
+"""From an adapted model to what people use: `predict` (segment new scans in their own
+grid, from a run's workdir) and `status` (where a run stands, who waits for annotators).
 
-`viewer` sits with the rooms (it needs only data and engine) and the oracle uses it;
-`predict` and `status` sit beside the loop (they read a run's workdir through the
-session's builders). This file imports none of them, so the oracle can import `viewer`
-while `predict` imports the session, which imports the oracle.
+Both sit above the loop's rooms: they read a workdir and build a run's parts through
+`components`; nothing below them imports this package. The files they and the manifest
+oracle write for viewers are `assft_jax.viewer`'s.
 """

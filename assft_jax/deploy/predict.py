@@ -2,8 +2,8 @@
 
 The model is a run's workdir (its last completed round) or one round's `round_XXX[/model]`.
 Everything else comes from the run's config.json, so the user repeats no flag: the
-preprocessing (`session.preprocess_config`: orientation, spacing, intensity pipeline,
-crop) and the sliding window (`session.window_settings`: the training patch, its batch).
+preprocessing (`components.preprocess_config`: orientation, spacing, intensity pipeline,
+crop) and the sliding window (`components.window_settings`: the training patch, its batch).
 
 Per input file `<id>.nii[.gz]` (unlabeled scans are fine), into the output folder:
   <id>.nii.gz                 labels in the scan's own grid and affine
@@ -29,13 +29,11 @@ from typing import Any, TextIO
 import numpy as np
 from tqdm.auto import tqdm
 
-from assft_jax import models
-from assft_jax import session as session_lib
+from assft_jax import components, models, viewer
 from assft_jax import workdir as wd_lib
 from assft_jax.data import Case, DataError, Dataset, PreprocessConfig
 from assft_jax.data.datasets import NII, strip_nii
 from assft_jax.data.preprocess import preprocess_case
-from assft_jax.deploy import viewer
 from assft_jax.engine.infer import sliding_window_predict
 from assft_jax.engine.predict import Prediction, from_logits
 from assft_jax.errors import AssftError
@@ -93,16 +91,18 @@ def load_predictor(model: str | Path) -> Predictor:
   """The Predictor of `--model` (see resolve_model)."""
   workdir, mdir = resolve_model(model)
   cfg = wd_lib.read_config(workdir)
-  # The run's --conv_impl: "auto" picks the implementation for this machine's backend.
-  module, variables = models.load_pretrained(mdir, conv_impl=cfg.model.conv_impl)
+  # The conv kernel of this machine, not the run's: a model adapted on a CPU with oneDNN
+  # segments scans on a GPU. Kernels differ only in float32 rounding, which a prediction
+  # of new scans may carry (a run's own evidence records and holds its kernel).
+  module, variables = models.load_pretrained(mdir, conv_impl="auto")
   if not isinstance(module, models.SegResNetDS):
     raise PredictError(f"--model={model}: {mdir} is an encoder without a segmentation head")
   return Predictor(
     module,
     variables,
-    session_lib.preprocess_config(cfg),
+    components.preprocess_config(cfg),
     class_names(workdir, module.out_channels),
-    session_lib.window_settings(cfg),
+    components.window_settings(cfg),
   )
 
 

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from assft_jax.engine import timing
+
 WindowFn = Callable[[Any, jax.Array], tuple[jax.Array | None, dict[str, jax.Array]]]
 
 
@@ -84,14 +86,14 @@ def importance_map(
   return np.maximum(w, max(float(w.min()), 1e-3)).astype(np.float32)
 
 
-@functools.partial(jax.jit, static_argnums=(2,))
+@functools.partial(timing.jit, static_argnums=(2,))
 def _gather(image: jax.Array, starts: jax.Array, roi: tuple[int, int, int]) -> jax.Array:
   """image [D, H, W, Cin], starts [n, 3] -> windows [n, *roi, Cin]."""
   size = (*roi, image.shape[-1])
   return jax.vmap(lambda s: jax.lax.dynamic_slice(image, (*s, 0), size))(starts)
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
+@functools.partial(timing.jit, donate_argnums=(0,))
 def _accumulate(
   acc: jax.Array, logits: jax.Array, starts: jax.Array, weight: jax.Array, valid: jax.Array
 ) -> jax.Array:
@@ -109,7 +111,7 @@ def _accumulate(
   return jax.lax.fori_loop(0, vals.shape[0], body, acc)
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
+@functools.partial(timing.jit, static_argnums=(1,))
 def _finish(acc: jax.Array, crop: tuple[tuple[int, int], ...]) -> jax.Array:
   out = acc[..., :-1] / acc[..., -1:]
   return out[tuple(slice(lo, lo + n) for lo, n in crop)]
@@ -161,7 +163,7 @@ def sliding_window(
   return _finish(acc, tuple((lo, s) for (lo, _), s in zip(pads, size))), merged
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@functools.partial(timing.jit, static_argnums=(0,))
 def _logits_windows(module: nn.Module, variables: Any, windows: jax.Array):
   return module.apply(variables, windows, train=False), {}
 

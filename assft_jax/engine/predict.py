@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from assft_jax.engine import timing
 from assft_jax.engine.infer import image_of, sliding_window_predict
 from assft_jax.scoring.kernels import entropy_map
 
@@ -31,7 +32,7 @@ class Prediction(NamedTuple):
   probs: np.ndarray | None
 
 
-@jax.jit
+@timing.jit
 def _summaries(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   probs = jax.nn.softmax(logits, axis=-1)
   return jnp.argmax(logits, axis=-1).astype(jnp.int32), entropy_map(probs), probs

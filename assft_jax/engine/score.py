@@ -12,7 +12,7 @@ Cases stream one at a time: only one case's probability map exists at any moment
 
 E(0) embeddings (the pre-trained encoder, never fine-tuned) are computed once per run
 and cached as `<emb0_cache>/<case id>.npz` {emb, fingerprint, image}: the fingerprint
-hashes the pre-trained variables, roi and overlap, and `image` the preprocessed volume
+hashes the pre-trained encoder's variables, roi, overlap and conv kernel, and `image` the preprocessed volume
 itself (shape, dtype, bytes), so an entry made with other weights or before a change of
 crop, spacing or pipeline is recomputed, not reused (hashing is a fraction of a forward).
 """
@@ -33,12 +33,14 @@ from flax import linen as nn
 from tqdm.auto import tqdm
 
 from assft_jax import atomic
+from assft_jax.engine import timing
 from assft_jax.engine.evaluate import dice_per_class
 from assft_jax.engine.infer import _triple, image_of, sliding_window
+from assft_jax.models.layers import resolve_conv_impl
 from assft_jax.scoring.kernels import badge_embedding, reduce_case_stats
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@functools.partial(timing.jit, static_argnums=(0,))
 def _score_windows(module: nn.Module, variables: Any, windows: jax.Array):
   logits, feats = module.apply(variables, windows, train=False, return_features=True)
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
@@ -46,7 +48,7 @@ def _score_windows(module: nn.Module, variables: Any, windows: jax.Array):
   return logits, {"emb": feats["emb"].astype(jnp.float32), "badge": badge}
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@functools.partial(timing.jit, static_argnums=(0,))
 def _encoder_windows(module: nn.Module, variables: Any, windows: jax.Array):
   if hasattr(module, "encode"):
     enc = module.apply(variables, windows, train=False, method="encode")
@@ -55,7 +57,7 @@ def _encoder_windows(module: nn.Module, variables: Any, windows: jax.Array):
   return None, {"emb": jnp.mean(enc[-1].astype(jnp.float32), axis=(1, 2, 3))}
 
 
-_softmax = jax.jit(functools.partial(jax.nn.softmax, axis=-1))
+_softmax = timing.jit(functools.partial(jax.nn.softmax, axis=-1))
 
 
 def fingerprint(variables: Any, *extra: Any) -> str:
@@ -125,9 +127,20 @@ def _emb0(module, variables, image, cache: Emb0Cache, cid: str, sw: dict) -> np.
   return emb
 
 
-def _emb0_cache(variables: Any, directory, sw: dict) -> Emb0Cache:
-  key = fingerprint(variables, sw["roi"], sw["overlap"]) if variables is not None else None
-  return Emb0Cache(directory, key)
+# Bumped when the code of an E(0) embedding changes its values (the key sees its inputs).
+EMB0_VERSION = 2
+
+
+def _emb0_cache(module: nn.Module, variables: Any, directory, sw: dict) -> Emb0Cache:
+  """The cache keyed by the pre-trained weights, the window and the conv kernel that runs
+  them (kernels differ in float32 rounding, enough to swap nearly tied PAKD ranks)."""
+  if variables is None:
+    return Emb0Cache(directory, None)
+  # Only the encoder makes E(0): F(0)'s fresh decoder differs by seed, and the embeddings
+  # of one pre-trained encoder are shared by every seed's runs.
+  encoder = {c: v["encoder"] for c, v in variables.items() if "encoder" in v} or variables
+  impl = resolve_conv_impl(module.conv_impl, module.dtype)
+  return Emb0Cache(directory, fingerprint(encoder, sw["roi"], sw["overlap"], impl, EMB0_VERSION))
 
 
 def embed0(
@@ -145,7 +158,7 @@ def embed0(
   """E(0) embeddings [N, F] of `ids`: the encoder alone, through the same cache (and
   cache key) as `score_pass`'s "emb_0", so a later scoring pass reads them back."""
   sw = dict(roi=_triple(roi), overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
-  c = _emb0_cache(variables, cache, sw)
+  c = _emb0_cache(module, variables, cache, sw)
   return np.stack([_emb0(module, variables, image_of(volumes[cid]), c, cid, sw) for cid in ids])
 
 
@@ -190,7 +203,7 @@ def score_pass(
   """
   sw = dict(roi=_triple(roi), overlap=overlap, mode=mode, sw_batch_size=sw_batch_size)
   want_emb0 = emb0_variables is not None or emb0_cache is not None
-  cache = _emb0_cache(emb0_variables, emb0_cache, sw)
+  cache = _emb0_cache(module, emb0_variables, emb0_cache, sw)
   rows: dict[str, list] = {}
   score_fn = functools.partial(_score_windows, module)
   for cid in tqdm(ids, desc=f"score r={r}", disable=not progress, leave=False):

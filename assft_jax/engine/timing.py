@@ -1,60 +1,67 @@
 """Where a run's wall time goes: seconds per phase and XLA compile time.
 
-Compile time is read from JAX's own monitoring events (`jax.monitoring` time spans of
-tracing, lowering to MLIR and the backend compile, which includes a persistent-cache
-read on a hit). Those spans nest (a jit traced inside another's trace fires its own
-event inside the outer one), so the compile clock is the length of their UNION, not the
-sum. It is a part of the phase that first called the new function: `compile_s` overlaps
-`train_s`, `score_s`, ... rather than adding to them.
+The engine's jitted functions are made with `jit` below: `jax.jit` whose calls that trace
+(a new input signature, so a compile or a read of the persistent compilation cache) are
+timed, and whose `traces()` counts those traces. Public API only: a trace is seen as the
+Python side effect of running the function's body, which jax does once per signature.
+With asynchronous dispatch such a call returns once the executable is built and its
+work queued, so its wall time is the compile's. Only the outermost of nested calls is
+timed. jax reuses a trace made inside another function's trace, so a function first
+traced there and then called on its own compiles unseen; the engine's top-level
+functions are not called inside one another. `compile_s` is a part of the phase that first called the new function: it
+overlaps `train_s`, `score_s`, ... rather than adding to them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from jax import monitoring
+import jax
 
-# The three stages of a jit cache miss (jax._src.dispatch's event names).
-COMPILE_EVENTS = (
-  "/jax/core/compile/jaxpr_trace_duration",
-  "/jax/core/compile/jaxpr_to_mlir_module_duration",
-  "/jax/core/compile/backend_compile_duration",
-)
 PHASES = ("train_s", "score_s", "predict_s", "evaluate_s")
 
-
-class _CompileClock:
-  """Union of the compile spans seen in this process: disjoint, sorted (start, end)."""
-
-  def __init__(self):
-    self.spans: list[tuple[float, float]] = []
-    self.lock = threading.Lock()
-
-  def __call__(self, event: str, start: float, end: float, **_) -> None:
-    if event not in COMPILE_EVENTS:
-      return
-    with self.lock:  # a few hundred spans per run: a linear merge is plenty
-      apart = [s for s in self.spans if s[1] < start or s[0] > end]
-      touching = [s for s in self.spans if not (s[1] < start or s[0] > end)]
-      lo = min([start] + [s[0] for s in touching])
-      hi = max([end] + [s[1] for s in touching])
-      self.spans = sorted([*apart, (lo, hi)])
-
-  def seconds(self) -> float:
-    with self.lock:
-      return sum(e - s for s, e in self.spans)
+_seconds = [0.0]  # compile seconds of this process so far
+_local = threading.local()  # .busy: inside a timed call (nested calls are not timed)
 
 
-_clock = _CompileClock()
-monitoring.register_event_time_span_listener(_clock)
+def jit(fn: Callable, **jit_kwargs: Any) -> Callable:
+  """`jax.jit(fn, **jit_kwargs)` with its tracing calls timed into `compile_seconds`; the
+  result's `traces()` is the number of signatures it has traced (its compilations)."""
+  count = [0]
+
+  @functools.wraps(fn)
+  def body(*args, **kwargs):
+    count[0] += 1  # runs once per trace, never when a compiled executable is reused
+    return fn(*args, **kwargs)
+
+  jitted = jax.jit(body, **jit_kwargs)
+
+  @functools.wraps(fn)
+  def call(*args, **kwargs):
+    if getattr(_local, "busy", False):
+      return jitted(*args, **kwargs)
+    before, t0 = count[0], time.perf_counter()
+    _local.busy = True
+    try:
+      return jitted(*args, **kwargs)
+    finally:
+      _local.busy = False
+      if count[0] != before:
+        _seconds[0] += time.perf_counter() - t0
+
+  call.traces = lambda: count[0]
+  call.lower = jitted.lower
+  return call
 
 
 def compile_seconds() -> float:
-  """Seconds this process has spent compiling so far (union of the compile spans)."""
-  return _clock.seconds()
+  """Seconds this process has spent in calls of `jit` functions that traced."""
+  return _seconds[0]
 
 
 class Timing:

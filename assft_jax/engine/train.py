@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
+from assft_jax.engine import timing
 from assft_jax.engine.checkpoint import save_state
 from assft_jax.engine.losses import dice_ce_loss
 from assft_jax.errors import AssftError
@@ -185,7 +186,7 @@ def make_train_step(
   last read was non-finite" on the device: the state then stays the last good one.
   metrics: loss, dice_loss, ce, dice (hard batch Dice), grad_norm, finite (this step's
   loss and gradient, whatever `halt`).
-  `step.jitted` is the jitted function (`step.jitted._cache_size()` = compilations).
+  `step.jitted` is the jitted function (`step.jitted.traces()` = compilations).
   Remat of the encoder levels is a model option (SegResNetDS(remat=True)).
   """
   net = _compute_module(module, precision)
@@ -227,7 +228,7 @@ def make_train_step(
     new = jax.tree.map(lambda n, o: jnp.where(finite & ~halt, n, o), new, state)
     return new, dict(metrics, grad_norm=gnorm, finite=finite)
 
-  jitted = jax.jit(
+  jitted = timing.jit(
     _step,
     in_shardings=(repl, data, repl, repl),
     out_shardings=(repl, repl),
@@ -366,4 +367,4 @@ def _save_diverged(directory: str | os.PathLike, state: State) -> Path:
 
 def _compiles(step: StepFn) -> int | None:
   jitted = getattr(step, "jitted", None)
-  return jitted._cache_size() if jitted is not None else None
+  return jitted.traces() if jitted is not None else None

@@ -106,15 +106,15 @@ def up_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
 CONV_IMPLS = ("auto", "native", "s2d", "onednn")
 
 
-def _why_not_onednn(dtype: Dtype) -> str | None:
-  """Why the oneDNN convs cannot run here, or None when they can."""
-  if jax.default_backend() != "cpu" or jax.device_count() != 1:
-    return (
-      f"runs on a single CPU device; this process sees {jax.device_count()} "
-      f"{jax.default_backend()} device(s): use 'auto'"
-    )
+def _why_not_onednn(dtype: Dtype, n_devices: int | None) -> str | None:
+  """Why the oneDNN convs cannot run here, or None when they can. n_devices: the devices
+  the computation is partitioned over (None: not checked)."""
+  if jax.default_backend() != "cpu":
+    return f"runs on the CPU, and this process computes on {jax.default_backend()}"
+  if n_devices is not None and n_devices != 1:
+    return f"runs on a single CPU device, and this run uses {n_devices}"
   if jnp.dtype(dtype) != jnp.float32:
-    return f"runs float32 only, and the compute dtype is {dtype}"
+    return f"runs float32 only, and the compute dtype is {jnp.dtype(dtype).name}"
   if not onednn.available():
     return (
       "the extension is not built for this environment (python -m assft_jax.models.onednn_build)"
@@ -122,21 +122,43 @@ def _why_not_onednn(dtype: Dtype) -> str | None:
   return None
 
 
-def resolve_conv_impl(conv_impl: str, dtype: Dtype = jnp.float32) -> str:
-  """The conv implementation to run. "auto" -> "onednn" on a single CPU device when the
-  extension is built and the compute dtype is float32 (oneDNN runs these convs 2-4x
-  faster than XLA:CPU here), else "s2d" on CPU (XLA:CPU's strided/transposed conv paths
-  are slow), else "native" (accelerators).
+def choose_conv_impl(
+  conv_impl: str, dtype: Dtype = jnp.float32, n_devices: int | None = None
+) -> tuple[str, str]:
+  """(the conv implementation to run, why). "auto" -> "onednn" on a single CPU device when
+  the extension is built and the compute dtype is float32 (oneDNN's convs are the fastest
+  on a CPU), else "s2d" on CPU (XLA:CPU's strided and transposed conv paths are slow),
+  else "native" (accelerators). n_devices: the devices the run partitions its batch over
+  (default: every device of this process).
 
   With several devices "auto" keeps "s2d": XLA's SPMD partitioner cannot split a custom
-  call over the batch, so each device would run the whole batch's conv."""
+  call over the batch, so each device would run the whole batch's conv. An explicit
+  "onednn" that cannot run is a ValueError saying why."""
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {', '.join(CONV_IMPLS)}; got {conv_impl!r}")
+  n = jax.device_count() if n_devices is None else n_devices
   if conv_impl == "auto":
     if jax.default_backend() != "cpu":
-      return "native"
-    return "s2d" if _why_not_onednn(dtype) else "onednn"
-  if conv_impl == "onednn" and (why := _why_not_onednn(dtype)):
+      return "native", f"auto: XLA's own convs on {jax.default_backend()}"
+    why = _why_not_onednn(dtype, n)
+    if why:
+      return "s2d", f"auto: the XLA CPU rewrites, since oneDNN {why}"
+    return "onednn", "auto: oneDNN's convs on one CPU device"
+  if conv_impl == "onednn" and (why := _why_not_onednn(dtype, n)):
+    raise ValueError(f"conv_impl 'onednn': {why}")
+  return conv_impl, "as asked"
+
+
+def resolve_conv_impl(conv_impl: str, dtype: Dtype = jnp.float32) -> str:
+  """The conv implementation a layer runs. "auto" is `choose_conv_impl`'s choice for this
+  process; an explicit value is kept (a run resolves "auto" once, when its config is
+  built, for the devices it uses, and hands its layers the result), and "onednn" is
+  refused only where it cannot run at all (not on a CPU, not float32, not built)."""
+  if conv_impl == "auto":
+    return choose_conv_impl(conv_impl, dtype)[0]
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"conv_impl must be one of {', '.join(CONV_IMPLS)}; got {conv_impl!r}")
+  if conv_impl == "onednn" and (why := _why_not_onednn(dtype, None)):
     raise ValueError(f"conv_impl 'onednn': {why}")
   return conv_impl
 

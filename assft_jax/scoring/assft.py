@@ -1,10 +1,9 @@
-"""ASSFT's scores, Eq. 1-26 of the paper, with DESIGN.md §2's decisions.
+"""ASSFT's host-side scores: the query criterion Q (Eq. 12-16), the candidate count K
+(Eq. 24) and the reliability R (Eq. 26), plus the host row normaliser.
 
-Inputs may be numpy or JAX arrays; outputs are numpy arrays [N] unless noted.
-Voxel scores (ASD, C) run through the jitted float32 kernels. The embedding scores
-(PAKD, PD, DKD, D) here are float64 numpy: the documented definition and the test
-reference of their float32 device kernels in `scoring.embed_kernels`, which the
-strategies call (within 1e-5 relative; see that module for the rewrites float32 needs).
+The voxel scores (ASD, C: Eq. 6-11, 17-22) are `scoring.kernels.reduce_case_stats`, and
+the embedding scores (PAKD, PD, DKD, D: Eq. 1-5, 25) the float32 device kernels of
+`scoring.embed_kernels`. Inputs may be numpy or JAX arrays; outputs are numpy [N].
 """
 
 from __future__ import annotations
@@ -14,94 +13,15 @@ import math
 import numpy as np
 from sklearn.preprocessing import QuantileTransformer
 
-from assft_jax.scoring import kernels
-
-temperature = kernels.temperature  # Eq. 7; one definition for kernels and here.
-
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
   """Rows scaled to unit L2 norm: x / max(||x||, 1e-12), a zero row stays zero.
 
   x: [N, F] numpy, dtype kept (float32 in, float32 out). The host normaliser of the
   package (strategies, the r = 0 medoid pick); its device twin is `kernels._unit_rows_jnp`
-  inside the jitted cosine blocks. DKD and D (Eq. 1-5, 25) use `_unit64` below instead.
+  inside the jitted cosine blocks; `embed_kernels` scales rows exactly by powers of two.
   """
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def _unit64(x) -> np.ndarray:
-  """Eq. 1-5 and 25's normaliser: a validated float64 copy of x [N, F], normalised in
-  place. Separate from `unit_rows`: float64 whatever the input (see the module
-  docstring), and DKD and Q are kept in query records, so its summation order (einsum,
-  not linalg.norm) must not move their last bits."""
-  x = np.array(x, np.float64)
-  if x.ndim != 2:
-    raise ValueError(f"embeddings must be [N, F], got shape {x.shape}")
-  x /= np.maximum(np.sqrt(np.einsum("nf,nf->n", x, x)), 1e-300)[:, None]
-  return x
-
-
-def asd(probs, r: int, R: int) -> np.ndarray:
-  """Eq. 6-11. probs: [N, D, H, W, C] -> [N]: mean over all voxels of the entropy
-  masked by [P0 / tau(r) < max_{c>=1} P_c]. Needs r >= 1 (tau(0) is undefined)."""
-  temperature(r, R)  # refuses r < 1 with the rule, before any voxel work
-  return np.asarray(kernels.reduce_case_stats(probs, r, R)["asd"])
-
-
-def confidence(probs) -> np.ndarray:
-  """Eq. 17-22. probs: [N, D, H, W, C] -> [N]: mean (p1 - p2) over voxels with
-  argmax != 0; 0 for a case with no predicted foreground."""
-  return np.asarray(kernels.reduce_case_stats(probs, 0, 1)["conf"])  # r-independent
-
-
-def pakd(emb0, embr) -> np.ndarray:
-  """Eq. 1-2. emb0, embr: [N, F] (pre-trained and current encoder) -> [N]:
-  1 - cos(E0(x), Er(x)), computed as |u0 - ur|^2 / 2 of the unit vectors (exact
-  algebraically, and keeps relative precision for nearly equal embeddings)."""
-  return _pakd_unit(_unit64(emb0), _unit64(embr))
-
-
-def _pakd_unit(u0: np.ndarray, ur: np.ndarray) -> np.ndarray:
-  if u0.shape != ur.shape:
-    raise ValueError(f"emb0 {u0.shape} and embr {ur.shape} must have the same shape")
-  d = u0 - ur
-  return 0.5 * np.einsum("nf,nf->n", d, d)
-
-
-def pairwise_dissimilarity(embr, pakd) -> np.ndarray:
-  """Eq. 3-4. embr: [N, F], pakd: [N] -> PD [N] in the input order.
-
-  Rank cases by PAKD, descending (stable: ties keep input order). For rank c (1-based),
-  PD_c = sum_{j<c} (c - j) cosdist(s_c, s_j) / (c (c - 1) / 2), and PD_1 = 1.
-  With unit vectors s, sum_{j<c} (c - j)(1 - s_c.s_j) = c(c-1)/2 - s_c . W_c where
-  W_c = sum_{j<c} (c - j) s_j = sum_{m<c} S_m and S_m = s_1 + ... + s_m: a cumulative
-  sum of a cumulative sum. So PD costs O(N F), with no pair loop or [N, N] matrix.
-  """
-  return _pd_unit(_unit64(embr), pakd)
-
-
-def _pd_unit(u: np.ndarray, pakd) -> np.ndarray:
-  p = np.asarray(pakd, np.float64).ravel()
-  if p.shape[0] != u.shape[0]:
-    raise ValueError(f"pakd has {p.shape[0]} cases but embr has {u.shape[0]}")
-  order = np.argsort(-p, kind="stable")
-  s = u[order]
-  n = s.shape[0]
-  w = np.cumsum(s, axis=0)  # S_c
-  np.cumsum(w, axis=0, out=w)  # sum_{m<=c} S_m, so W_c = w[c - 1]
-  c = np.arange(2, n + 1, dtype=np.float64)
-  pd_sorted = np.ones(n)
-  pd_sorted[1:] = 1.0 - np.einsum("nf,nf->n", s[1:], w[:-1]) / (c * (c - 1) / 2)
-  out = np.empty(n)
-  out[order] = pd_sorted
-  return out
-
-
-def dkd(emb0, embr) -> np.ndarray:
-  """Eq. 5: DKD = PAKD x PD over the given cases. emb0, embr: [N, F] -> [N]."""
-  ur = _unit64(embr)
-  k = _pakd_unit(_unit64(emb0), ur)
-  return k * _pd_unit(ur, k)
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -140,14 +60,6 @@ def n_candidates(n_su: int, conf_mean: float, tau_c: float, n_pool: int) -> int:
     return int(n_pool)
   k = math.ceil(n_su * tau_c / conf_mean)
   return int(min(max(k, n_su), n_pool))
-
-
-def semantic_distance(emb, anchors) -> np.ndarray:
-  """Eq. 25: min over anchors of the cosine distance. emb [K, F], anchors [A, F] -> [K]."""
-  u, a = _unit64(emb), _unit64(anchors)
-  if a.shape[0] == 0:
-    raise ValueError("semantic_distance needs at least one anchor (a labeled case)")
-  return (1.0 - u @ a.T).min(axis=1)
 
 
 def reliability(conf, dist) -> np.ndarray:

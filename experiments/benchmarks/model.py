@@ -16,7 +16,7 @@ with new models and compiles; the native decision is the first pass's): each row
 min/median/max of both contenders, ratio = the ratio of the medians, ratio_p1/ratio_p2
 and their spread. The JAX calls run under `jax.transfer_guard("disallow")` (inputs
 placed on the device beforehand): a host round trip inside the step would raise.
-`compiles` = the jitted function's cache size after all calls (1 = no recompile);
+`compiles` = the jitted function's traces after all calls (1 = no recompile);
 first_call_s (compile included) is pass 1's. gflops / ref_gflops = analytic conv FLOPs
 (flops.py) / median time.
 """
@@ -61,12 +61,13 @@ def _guarded(fn):
 def _jax_fns(impl: str, filters: int, x: np.ndarray, y: np.ndarray):
   """(forward(), train_step(), compile_counts()) closures with inputs on the device."""
   from assft_jax.engine import create_state, make_mesh, make_optimizer, make_train_step
+  from assft_jax.engine import timing as engine_timing
   from assft_jax.engine.train import shard_batch
   from assft_jax.models import SegResNetDS, init_variables
 
   module = SegResNetDS(**ARCH, init_filters=filters, conv_impl=impl)
   variables = jax.device_put(init_variables(module, jax.random.key(0)))
-  forward = jax.jit(lambda v, a: module.apply(v, a))
+  forward = engine_timing.jit(lambda v, a: module.apply(v, a))
   tx = make_optimizer(1e-4)
   mesh = make_mesh()
   step = make_train_step(module, tx, mesh, ARCH["out_channels"])
@@ -79,7 +80,7 @@ def _jax_fns(impl: str, filters: int, x: np.ndarray, y: np.ndarray):
     return metrics
 
   def compiles():
-    return {"forward": forward._cache_size(), "train_step": step.jitted._cache_size()}
+    return {"forward": forward.traces(), "train_step": step.jitted.traces()}
 
   return _guarded(lambda: forward(variables, xd)), _guarded(train), compiles
 

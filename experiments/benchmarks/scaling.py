@@ -77,7 +77,7 @@ def run():
   return m
 times, _ = timing.interleaved({"step": run}, timing.repeats(quick))
 print(json.dumps({"devices": len(jax.devices()), "loss": losses, "gnorm": gnorms,
-                  "step_times": times["step"], "compiles": step.jitted._cache_size()}))
+                  "step_times": times["step"], "compiles": step.jitted.traces()}))
 """
 
 

@@ -1,5 +1,6 @@
 """Benchmark section `scores`: the embedding scores (Eq. 1-5, 25) as float32 device
-kernels (`scoring.embed_kernels`) against the float64 numpy reference (`scoring.assft`).
+kernels (`scoring.embed_kernels`) against the float64 numpy reference of the tests
+(`tests/_assft_reference.py`; run from the repository's root).
 
 Command: `python -m experiments.bench scores` (`--quick`: N = 2,000, F = 128).
 Rows at N = 10,000 cases, F = 512: PAKD, PD (given PAKD), DKD, D (to 500 anchors), and
@@ -15,9 +16,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from assft_jax.scoring import assft, embed_kernels
+from assft_jax.scoring import embed_kernels
 from experiments.benchmarks import timing
 from experiments.benchmarks.timing import Sample
+from tests import _assft_reference as ref64
 
 SIZES = (10_000, 512, 500)  # cases N, features F, anchors
 QUICK_SIZES = (2_000, 128, 100)
@@ -32,10 +34,10 @@ def run(quick: bool) -> list[dict]:
   anchors = er[:a]
   runs0, runsr = np.stack([e0] * 3), np.stack([er, er[::-1], np.roll(er, 1, 0)])
   dkd_runs = jax.jit(jax.vmap(embed_kernels.dkd))
-  ref64 = "numpy float64"
+  ref_name = "numpy float64"
   size = f"N={n} F={f}"
 
-  # (row, kernel name in both embed_kernels and assft, its arguments)
+  # (row, kernel name in both embed_kernels and the reference, its arguments)
   rows = [
     (f"pakd {size}", "pakd", (e0, er)),
     (f"pd {size}", "pairwise_dissimilarity", (er, k)),
@@ -49,8 +51,8 @@ def run(quick: bool) -> list[dict]:
       timing.pair(
         name,
         lambda fn=fn, args=args: np.asarray(getattr(embed_kernels, fn)(*args)),
-        ref64,
-        lambda fn=fn, args=args: getattr(assft, fn)(*args),
+        ref_name,
+        lambda fn=fn, args=args: getattr(ref64, fn)(*args),
       )
       for name, fn, args in rows
     ]
@@ -59,7 +61,7 @@ def run(quick: bool) -> list[dict]:
         f"dkd 3 runs {size} (vmap)",
         lambda: np.asarray(dkd_runs(runs0, runsr)),
         "3 numpy float64 calls",
-        lambda: [assft.dkd(x, y) for x, y in zip(runs0, runsr)],
+        lambda: [ref64.dkd(x, y) for x, y in zip(runs0, runsr)],
       )
     )
     return samples
