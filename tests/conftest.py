@@ -1,7 +1,12 @@
-"""Fixtures shared across test files: one uninterrupted smoke run per test session.
+"""Fixtures and hooks shared across test files.
 
-test_loop.py and test_faults.py both compare against it; the phantom data, the source
-encoder and round 0 live in its cache dir, so each further run there pays only its rounds.
+One uninterrupted smoke run per test session: test_loop.py and test_faults.py both
+compare against it; the phantom data, the source encoder and round 0 live in its cache
+dir, so each further run there pays only its rounds.
+
+Tests marked `onednn` need the oneDNN conv extension. Where it is unavailable they are
+skipped, pointing at the one test that fails then and says why
+(test_the_extension_is_built_for_this_environment, tests/test_onednn.py).
 """
 
 from __future__ import annotations
@@ -11,6 +16,20 @@ from pathlib import Path
 import pytest
 
 from tests._smoke import smoke_cfg
+
+ONEDNN_CHECK = "tests/test_onednn.py::test_the_extension_is_built_for_this_environment"
+
+
+def pytest_collection_modifyitems(config, items):
+  marked = [item for item in items if item.get_closest_marker("onednn")]
+  if not marked:
+    return
+  from assft_jax.models import onednn
+
+  if why := onednn.why_unavailable():
+    skip = pytest.mark.skip(reason=f"oneDNN conv extension unavailable, see {ONEDNN_CHECK}: {why}")
+    for item in marked:
+      item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

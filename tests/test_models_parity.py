@@ -33,7 +33,8 @@ from weights_port.mapping import (
 )
 
 pytestmark = pytest.mark.torch
-IMPLS = ("native", "s2d", "onednn")
+ONEDNN = pytest.param("onednn", marks=pytest.mark.onednn)
+IMPLS = ("native", "s2d", ONEDNN)
 SMALL = dict(init_filters=4, in_channels=1, blocks_down=(1, 2, 2, 4, 4))
 
 
@@ -123,7 +124,14 @@ def test_full_eval(impl, dsdepth):
 
 
 @pytest.mark.parametrize(
-  "impl,dsdepth", [("native", 4), ("s2d", 4), ("s2d", 1), ("onednn", 4), ("onednn", 1)]
+  "impl,dsdepth",
+  [
+    ("native", 4),
+    ("s2d", 4),
+    ("s2d", 1),
+    pytest.param("onednn", 4, marks=pytest.mark.onednn),
+    pytest.param("onednn", 1, marks=pytest.mark.onednn),
+  ],
 )
 def test_full_train_and_batch_stats(impl, dsdepth):
   kw = dict(SMALL, out_channels=3, dsdepth=dsdepth)

@@ -115,10 +115,8 @@ def _why_not_onednn(dtype: Dtype, n_devices: int | None) -> str | None:
     return f"runs on a single CPU device, and this run uses {n_devices}"
   if jnp.dtype(dtype) != jnp.float32:
     return f"runs float32 only, and the compute dtype is {jnp.dtype(dtype).name}"
-  if not onednn.available():
-    return (
-      "the extension is not built for this environment (python -m assft_jax.models.onednn_build)"
-    )
+  if why := onednn.why_unavailable():
+    return f"its extension is unavailable: {why}"
   return None
 
 

@@ -1,9 +1,8 @@
 """oneDNN's 3x3x3 convs on the CPU, through `jax.ffi` (the layers' `conv_impl="onednn"`).
 
-XLA:CPU runs the network's 3x3x3 convs at 20-46 GFLOP/s on this project's 2-core
-machine; oneDNN's brgconv kernels (the ones PyTorch uses) run them at ~190 forward and
-~100-190 for the gradients. `onednn_conv.cc` wraps them in one FFI handler; this module
-builds it, loads it, and exposes the three convs of the SegResNet family with their
+oneDNN's brgconv kernels (the ones PyTorch uses) run the network's 3x3x3 convs and their
+gradients several times faster than XLA:CPU. `onednn_conv.cc` wraps them in one FFI
+handler; this module loads it and exposes the three convs of the SegResNet family with their
 gradients (`jax.custom_vjp`), each gradient again a oneDNN primitive:
 
 - `conv3(x, k)`: stride 1, pad 1 (`Conv3`);
@@ -15,8 +14,8 @@ Kernels keep the layers' `(kd, kh, kw, in, out)` layout. Float32 only.
 
 The extension is built once per environment, at install time, by
 `python -m assft_jax.models.onednn_build` (onednn_build.py; the Makefile's venv step).
-Where it is not built (no g++, no wheel, not x86-64 Linux) `available()` is False and
-`conv_impl="auto"` keeps the XLA path.
+Where it is not built (no g++, no `cpu` extra, not x86-64 Linux) `available()` is False,
+`why_unavailable()` says why, and `conv_impl="auto"` keeps the XLA path.
 """
 
 from __future__ import annotations
@@ -35,25 +34,31 @@ _FWD, _BWD_DATA, _BWD_WEIGHTS = 0, 1, 2
 
 @cache
 def _load() -> str | None:
-  """Loads the built library and registers its handler; returns None if it is not
-  there (or why it failed to load, logged once)."""
-  from assft_jax.models.onednn_build import library_path  # not at import: see its CLI
+  """Loads the built library and registers its handler, once per process; returns why
+  it could not (None when it did)."""
+  from assft_jax.models import onednn_build  # not at import: see its CLI
 
-  path = library_path()
-  if not path.exists():
-    return None
+  if why := onednn_build.why_unavailable():
+    return why
+  path = onednn_build.library_path()
   try:
     lib = ctypes.cdll.LoadLibrary(str(path))
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.AssftOnednnConv3), platform="cpu")
   except (OSError, AttributeError) as err:
     logging.warning("oneDNN conv extension %s did not load (%s); using the XLA path", path, err)
-    return None
-  return str(path)
+    return f"{path} does not load ({err}): python -m assft_jax.models.onednn_build --force"
+  return None
+
+
+def why_unavailable() -> str | None:
+  """Why the extension cannot be used in this process (not built, and why not; or it does
+  not load), or None when it is loaded."""
+  return _load()
 
 
 def available() -> bool:
   """True when the extension is built for this environment and loads."""
-  return _load() is not None
+  return _load() is None
 
 
 def _call(kind: int, stride: int, wt: int, a: jax.Array, b: jax.Array, out_shape) -> jax.Array:

@@ -2,16 +2,21 @@
 
 `python -m assft_jax.models.onednn_build [--force]` (the Makefile's venv step) compiles
 it with the machine's g++ against jaxlib's FFI headers and the `onednn-cpu-gomp` /
-`onednn-devel-cpu-gomp` wheels (oneDNN 3.2, OpenMP threading, CPU only: 39 MB, against
-601 MB of SYCL runtimes for the `onednn` wheel). The file goes into the environment,
+`onednn-devel-cpu-gomp` wheels (oneDNN 3.2, OpenMP threading, CPU only; the package's
+`cpu` extra, `pip install 'assft-jax[cpu]'`). The file goes into the environment,
 `<sys.prefix>/lib/assft_jax/` (or $ASSFT_ONEDNN_DIR), named by a hash of the source,
 the jaxlib version and oneDNN's version header, so a stale build is never loaded.
+
+`why_unavailable()` says why there is no build for this environment (no g++, no
+wheels, not built yet), from the same checks `build()` makes; the layers and the tests
+report it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -45,23 +50,54 @@ def library_path() -> Path:
   return _build_dir() / f"libassft_onednn-{_fingerprint()}.so"
 
 
+def _platform() -> tuple[str, str]:
+  return sys.platform, platform.machine()
+
+
+def _compiler() -> str | None:
+  return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def _missing() -> str | None:
+  """What the build needs and this environment lacks, or None when it can build."""
+  system, machine = _platform()
+  if system != "linux" or machine != "x86_64":
+    return f"the oneDNN wheels are for x86-64 Linux only, and this is {system} {machine}"
+  install = "pip install 'assft-jax[cpu]' (in a checkout: pip install -e '.[cpu]')"
+  if not any((_PREFIX / "lib").glob("libdnnl.so*")):
+    return f"the onednn-cpu-gomp wheel (oneDNN's library) is not installed in {_PREFIX}: {install}"
+  if not (_PREFIX / "include" / "dnnl.hpp").exists():
+    return (
+      f"the onednn-devel-cpu-gomp wheel (oneDNN's headers) is not installed in {_PREFIX}: {install}"
+    )
+  if _compiler() is None:
+    return "no C++ compiler (g++, or $CXX) on PATH to build the extension"
+  return None
+
+
+def why_unavailable() -> str | None:
+  """Why this environment has no build of the extension, or None when it has one (whether
+  it loads is `onednn.why_unavailable()`'s question)."""
+  path = library_path()
+  if path.exists():
+    return None
+  why = _missing()
+  if why is None:
+    return f"not built for this environment ({path}): python -m assft_jax.models.onednn_build"
+  return why
+
+
 def build(force: bool = False) -> Path:
   """Compiles onednn_conv.cc into `library_path()` (atomically: temp file, then rename).
 
-  Raises RuntimeError naming what is missing (g++, the oneDNN wheels) or g++'s message.
+  Raises RuntimeError naming what is missing (`_missing()`) or g++'s message.
   """
   out = library_path()
   if out.exists() and not force:
     return out
-  cxx = shutil.which(os.environ.get("CXX", "g++"))
-  include, lib = _PREFIX / "include", _PREFIX / "lib"
-  if cxx is None:
-    raise RuntimeError("no C++ compiler (g++, or $CXX) on PATH")
-  if not (include / "dnnl.hpp").exists() or not any(lib.glob("libdnnl.so*")):
-    raise RuntimeError(
-      f"oneDNN's headers or library are not in {_PREFIX} "
-      "(pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0)"
-    )
+  if why := _missing():
+    raise RuntimeError(why)
+  cxx, include, lib = _compiler(), _PREFIX / "include", _PREFIX / "lib"
   out.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
   os.close(fd)
@@ -86,8 +122,9 @@ def build(force: bool = False) -> Path:
 
 
 def main(argv: list[str]) -> int:
-  """Build (or keep) the extension. Prints why it could not, and exits 0 then, because
-  the XLA path still works (the Makefile's venv step must not fail without g++)."""
+  """Build (or keep) the extension; exit 0 only when it is built and loads. Otherwise it
+  prints why (one line; g++'s own messages when it fails) and exits 1: the Makefile's venv step then carries on without
+  its stamp, so the next `make` tries again (after g++ is installed, say)."""
   if argv[1:] not in ([], ["--force"]):
     print("usage: python -m assft_jax.models.onednn_build [--force]", file=sys.stderr)
     return 2
@@ -95,7 +132,7 @@ def main(argv: list[str]) -> int:
     path = build(force="--force" in argv)
   except RuntimeError as err:
     print(f"oneDNN conv extension not built, the XLA conv path stays in use: {err}")
-    return 0
+    return 1
   from assft_jax.models import onednn
 
   ok = onednn.available()

@@ -1,6 +1,6 @@
 // The 3x3x3 convs of the SegResNet family (stride 1 or 2, pad 1, no bias) as oneDNN
-// primitives behind one XLA FFI handler, for the CPU. XLA:CPU runs these convs at
-// 20-46 GFLOP/s here and oneDNN's brgconv kernels at ~190 (BUILD_NOTES, issue 13).
+// primitives behind one XLA FFI handler, for the CPU, where oneDNN's brgconv kernels
+// run them several times faster than XLA:CPU's own convs.
 //
 // Built at install time by `python -m assft_jax.models.onednn_build` against the
 // onednn-cpu-gomp wheel; assft_jax/models/onednn.py loads it, registers the handler
@@ -14,6 +14,8 @@
 // [3, 3, 3, OC, IC] (wt = 1: the transposed conv's kernel, whose forward is the
 // backward data of a stride-2 conv with the roles of its channels swapped).
 // The right pad follows from the shapes, so stride 2 on even sizes needs none.
+// Every buffer's shape is checked against the kind before oneDNN sees it (CheckShapes):
+// a wrong one returns InvalidArgument instead of reading or writing out of bounds.
 
 #include <cstdint>
 #include <map>
@@ -46,6 +48,11 @@ dnnl::engine& Engine() {
   return eng;
 }
 
+// Guards the primitive cache (Lookup) only. Executing a cached primitive needs no lock:
+// entries are never erased or changed once inserted, and in user scratchpad mode one
+// primitive may run from several threads at once as long as each execution has its own
+// scratchpad (Conv3Impl allocates one per call), so XLA can run independent convs in
+// parallel.
 std::mutex& Lock() {
   static std::mutex m;
   return m;
@@ -70,6 +77,33 @@ void Fill(Entry& e, const typename Prim::primitive_desc& pd, const memory::desc&
   e.scratch = pd.scratchpad_desc();
 }
 
+std::string Shape(ffi::Span<const int64_t> d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+// Why the channels-last src [B, D, H, W, IC], dst [B, d, h, w, OC] (in the conv's own
+// frame: src is its input, dst its output) and weights do not make one conv of this
+// stride and weights layout; empty when they do.
+std::string Mismatch(ffi::Span<const int64_t> src, ffi::Span<const int64_t> w,
+                     ffi::Span<const int64_t> dst, int64_t stride, int64_t wt) {
+  for (auto dims : {src, w, dst})
+    for (int64_t n : dims)
+      if (n < 1) return "every dimension must be positive";
+  if (src[0] != dst[0]) return "src and dst differ in batch size";
+  if (w[0] != 3 || w[1] != 3 || w[2] != 3) return "the kernel must have 3x3x3 taps";
+  const int64_t ic = src[4], oc = dst[4];
+  if (w[3] != (wt == 0 ? ic : oc) || w[4] != (wt == 0 ? oc : ic))
+    return std::string("the kernel's channels do not match src's ") + std::to_string(ic) +
+           " and dst's " + std::to_string(oc) +
+           (wt == 0 ? " (weights [3, 3, 3, IC, OC])" : " (weights [3, 3, 3, OC, IC])");
+  for (int i = 1; i < 4; ++i)
+    if (dst[i] != (src[i] - 1) / stride + 1)
+      return "dst's spatial size must be (src's - 1) // stride + 1 in each axis";
+  return "";
+}
+
 Entry& Lookup(int64_t kind, int64_t stride, int64_t wt, const Dims& src, const Dims& dst) {
   using Key = std::tuple<int64_t, int64_t, int64_t, Dims, Dims>;
   static std::map<Key, std::unique_ptr<Entry>> cache;
@@ -85,8 +119,9 @@ Entry& Lookup(int64_t kind, int64_t stride, int64_t wt, const Dims& src, const D
   memory::desc any_w({dst[1], src[1], 3, 3, 3}, f32, memory::format_tag::any);
   Dims strides{stride, stride, stride}, pad_l{1, 1, 1}, pad_r(3);
   for (int i = 0; i < 3; ++i) pad_r[i] = (dst[2 + i] - 1) * stride + 2 - src[2 + i];
-  // User-managed scratchpads: with oneDNN's default (a thread-local global one) the
-  // gemm weight gradient crashed on its second call from XLA's thread pool.
+  // User-managed scratchpads: oneDNN's default (one global scratchpad per thread) allows
+  // a primitive to run only on the thread that created it, and XLA's thread pool runs a
+  // cached primitive from any of its threads.
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   // The forward descriptor is also the backward ones' hint.
@@ -117,24 +152,41 @@ ffi::Error Conv3Impl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
                      ffi::ResultBuffer<ffi::F32> out, int64_t kind, int64_t stride, int64_t wt) {
   if (kind < 0 || kind > 2 || (stride != 1 && stride != 2) || (wt != 0 && wt != 1))
     return ffi::Error::InvalidArgument("assft_onednn_conv3: bad kind/stride/wt attribute");
-  if (a.dimensions().size() != 5 || b.dimensions().size() != 5 || out->dimensions().size() != 5)
-    return ffi::Error::InvalidArgument("assft_onednn_conv3: every operand must be 5-D");
   // Which buffer is the src, the dst and the weights, by kind (see the top of the file).
+  auto a_dims = a.dimensions(), b_dims = b.dimensions(), o_dims = out->dimensions();
+  auto src_dims = a_dims, dst_dims = o_dims, w_dims = b_dims;
   auto* a_ptr = const_cast<float*>(a.typed_data());
   auto* b_ptr = const_cast<float*>(b.typed_data());
   float* o_ptr = out->typed_data();
   float *src_ptr = a_ptr, *dst_ptr = o_ptr, *w_ptr = b_ptr;
-  Dims src = Logical(a.dimensions()), dst = Logical(out->dimensions());
   if (kind == 1) {
     src_ptr = o_ptr, dst_ptr = a_ptr;
-    src = Logical(out->dimensions()), dst = Logical(a.dimensions());
+    src_dims = o_dims, dst_dims = a_dims;
   } else if (kind == 2) {
     dst_ptr = b_ptr, w_ptr = o_ptr;
-    dst = Logical(b.dimensions());
+    dst_dims = b_dims, w_dims = o_dims;
   }
+  const std::string why = a_dims.size() != 5 || b_dims.size() != 5 || o_dims.size() != 5
+                              ? "every operand must be 5-D"
+                              : Mismatch(src_dims, w_dims, dst_dims, stride, wt);
+  if (!why.empty()) {
+    static const char* const kRoles[] = {
+        "forward: a = src, b = weights, out = dst",
+        "backward data: a = diff_dst, b = weights, out = diff_src",
+        "backward weights: a = src, b = diff_dst, out = diff_weights"};
+    return ffi::Error::InvalidArgument(
+        "assft_onednn_conv3 kind " + std::to_string(kind) + " (" + kRoles[kind] + "; stride " +
+        std::to_string(stride) + ", wt " + std::to_string(wt) + "): " + why + "; got a " +
+        Shape(a_dims) + ", b " + Shape(b_dims) + ", out " + Shape(o_dims));
+  }
+  const Dims src = Logical(src_dims), dst = Logical(dst_dims);
   try {
-    std::lock_guard<std::mutex> guard(Lock());
-    Entry& e = Lookup(kind, stride, wt, src, dst);
+    Entry* entry;
+    {
+      std::lock_guard<std::mutex> guard(Lock());
+      entry = &Lookup(kind, stride, wt, src, dst);
+    }
+    const Entry& e = *entry;
     auto& eng = Engine();
     dnnl::stream s(eng);
     memory src_m(e.src, eng, src_ptr), dst_m(e.dst, eng, dst_ptr), user_w(e.user_w, eng, w_ptr);
