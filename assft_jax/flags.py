@@ -77,11 +77,11 @@ def define_flags(fv: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
   return fv
 
 
-def parse(argv: list[str]) -> config_lib.RunConfig:
+def parse(argv: list[str], *, machine: bool = True) -> config_lib.RunConfig:
   """RunConfig from command-line words (e.g. ['--flagfile=...', '--workdir=...'])."""
   fv = define_flags(flags.FlagValues())
   fv(["assft"] + list(argv))
-  return config_from_flags(fv)
+  return config_from_flags(fv, machine=machine)
 
 
 def _value(opt: Option, raw: Any) -> Any:
@@ -96,13 +96,17 @@ def _value(opt: Option, raw: Any) -> Any:
 
 
 def config_from_flags(
-  fv: flags.FlagValues = flags.FLAGS, *, default_workdir: str | None = None
+  fv: flags.FlagValues = flags.FLAGS,
+  *,
+  default_workdir: str | None = None,
+  machine: bool = True,
 ) -> config_lib.RunConfig:
   """The validated RunConfig of parsed flags, with what they leave open made concrete
   (`components.resolve`: --ssft from the strategy, --conv_impl=auto for this machine).
 
   `default_workdir` stands in for an unset --workdir (experiments.pretrain needs none);
-  without either, --workdir is required.
+  without either, --workdir is required. machine=False leaves --conv_impl as given and
+  imports no jax (the sweep checks its cells' plans in a process that runs none).
   """
   tree: dict[str, Any] = {}  # nested as RunConfig.to_json()
   for opt in config_lib.options():
@@ -118,6 +122,8 @@ def config_from_flags(
   tree["al"]["mode"] = mode
   cfg = config_lib.RunConfig.from_json(tree)
   config_lib.validate(cfg)
+  if not machine:
+    return config_lib.resolve_ssft(cfg)
   from assft_jax import components  # it imports jax: not before the flags are parsed
 
   return components.resolve(cfg)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from assft_jax import atomic, components, lock, strategies
+from assft_jax import atomic, components, lock, plan, strategies
 from assft_jax import config as config_lib
 from assft_jax import session as session_lib
 from assft_jax import workdir as wd_lib
@@ -64,7 +64,7 @@ def run(
     last = wd_lib.resume_state(workdir) if cfg.al.mode == "al" else None
     data = components.open_data(cfg, workdir)
     if cfg.al.mode == "al":  # before the model, which may pre-train the source encoder
-      _check_budget(cfg, len(data.split["pool"]))
+      log.info("plan: %s", plan.describe(cfg, len(data.split["pool"])))
     sess = session_lib.Session.open(cfg, workdir, data)
     try:
       if cfg.al.mode == "al":
@@ -156,13 +156,27 @@ def _round(sess: session_lib.Session, summary: dict, pool: Pool, variables, r: i
   if query is None:  # a query already made (e.g. waiting for annotators) is never redrawn
     stats = sess.score(variables, pool.labeled_ids + pool.unlabeled, r, R)
     rng = np.random.default_rng([cfg.seed, r, 1])
-    budget = min(n_b, len(pool.queryable))
-    sel = strategies.get(cfg.al.strategy).select(stats, pool, budget, rng, r=r, R=R)
+    # §3.4 bars last round's pseudo-labelled cases; when that would leave fewer than N_B
+    # to query, the bar is lifted for this round (plan.py says why).
+    lifted = len(pool.queryable) < n_b and bool(pool.excluded)
+    if lifted:
+      log.warning(
+        "round %d: %d of %d unlabeled cases are queryable after §3.4's exclusion, fewer "
+        "than N_B = %d: the exclusion is lifted for this query",
+        r,
+        len(pool.queryable),
+        len(pool.unlabeled),
+        n_b,
+      )
+    candidates = pool.without_exclusion() if lifted else pool
+    budget = min(n_b, len(candidates.queryable))
+    sel = strategies.get(cfg.al.strategy).select(stats, candidates, budget, rng, r=r, R=R)
     query = {
       "round": r,
       "strategy": cfg.al.strategy,
       "queried": list(sel.ids),
-      "scores": {**_case_stats(stats, pool.queryable), **sel.scores},
+      "exclusion_lifted": lifted,
+      "scores": {**_case_stats(stats, candidates.queryable), **sel.scores},
     }
     atomic.write_json(rd / "query.json", query)
   queried = query["queried"]
@@ -192,6 +206,8 @@ def _round(sess: session_lib.Session, summary: dict, pool: Pool, variables, r: i
     # SSFT's would run) on T_l alone.
     variables = sess.fit(variables, labels, {}, cfg.train.epochs_round, round_=r, stage="s3")
   pool = pool.with_pseudo(pseudo_ids)
+  if query.get("exclusion_lifted"):
+    extra["exclusion_lifted"] = True
   _finish_round(sess, summary, pool, variables, r, queried, extra)
   return pool, variables
 
@@ -272,17 +288,6 @@ def _bound_run(sess: session_lib.Session, train: bool) -> dict:
 
 
 # ------------------------------------------------------------------------ helpers
-
-
-def _check_budget(cfg: config_lib.RunConfig, pool_size: int) -> None:
-  n_b = config_lib.budget_per_round(cfg.al.budget, pool_size)
-  need = 1 + n_b * cfg.al.rounds
-  if need > pool_size:
-    raise config_lib.ConfigError(
-      f"--budget={cfg.al.budget} × --rounds={cfg.al.rounds} (+1 initial case) asks for "
-      f"{need} cases, but the target pool holds {pool_size} (after the "
-      f"{cfg.data.test_fraction:.0%} test split). Lower --budget or --rounds."
-    )
 
 
 def _case_stats(stats: Mapping[str, Any], ids: Sequence[str]) -> dict[str, dict[str, float]]:

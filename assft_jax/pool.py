@@ -64,6 +64,10 @@ class Pool:
       excluded=tuple(i for i in self.excluded if i not in chosen),
     )
 
+  def without_exclusion(self) -> Pool:
+    """This pool with every unlabeled case queryable (§3.4's bar lifted for one query)."""
+    return dataclasses.replace(self, excluded=())
+
   def with_pseudo(self, ids: Iterable[str]) -> Pool:
     """The round's pseudo-labelled cases; §3.4 bars them from the next query only.
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from assft_jax import atomic, components
+from assft_jax import atomic, components, plan
 from assft_jax import config as config_lib
 from assft_jax import data as data_lib
 from assft_jax import workdir as wd_lib
@@ -70,7 +70,8 @@ def run_extent(cfg: config_lib.RunConfig, pool_size: int) -> tuple[int, int]:
   cases = 1 + R·N_B; steps = (epochs_init + R·epochs_round) × steps per epoch, where an
   epoch without --steps_per_epoch is one pass over the last round's set.
   """
-  k = 1 + cfg.al.rounds * config_lib.budget_per_round(cfg.al.budget, pool_size)
+  n_b, _ = plan.plan_rounds(cfg, pool_size)  # refuses a budget the pool cannot give
+  k = 1 + cfg.al.rounds * n_b
   epochs = cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round
   return k, epochs * _steps_per_epoch(cfg, k)
 

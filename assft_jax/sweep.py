@@ -205,6 +205,31 @@ def run_command(
   )
 
 
+def check_plans(
+  cells: Sequence[Cell],
+  flagfiles: Sequence[str],
+  extra: Sequence[str] = (),
+  log: Callable[[str], None] = print,
+) -> None:
+  """The start check of every AL cell's run (`plan.plan_rounds`), before any cell starts:
+  a budget the pool cannot give is one error, and the rounds where §3.4's exclusion will
+  be lifted are said once per kind of arm. Cells differ here only in --ssft (and the
+  strategy, which no count depends on), so one cell of each setting is checked."""
+  from assft_jax import flags as run_flags
+  from assft_jax import plan
+
+  seen: set[bool] = set()
+  for c in cells:
+    if c.is_bound or c.ssft in seen:
+      continue
+    seen.add(c.ssft)
+    cmd = run_command(c, flagfiles, extra)
+    cfg = run_flags.parse(cmd[cmd.index("experiments.run") + 1 :], machine=False)
+    log(
+      f"plan ({'with' if c.ssft else 'without'} SSFT): {plan.describe(cfg, plan.pool_size_of(cfg))}"
+    )
+
+
 # ------------------------------------------------------------------ running cells
 
 

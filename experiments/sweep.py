@@ -67,6 +67,7 @@ def main(args):
     cells = sweep.plan_cells(
       sweep.parse_strategies(FLAGS.strategies), sweep.parse_seeds(FLAGS.seeds), FLAGS.out
     )
+    sweep.check_plans(cells, flagfiles, extra)  # a run that cannot work stops the sweep here
     try:
       result = sweep.run_sweep(cells, flagfiles, extra, jobs=FLAGS.jobs)
     except KeyboardInterrupt:

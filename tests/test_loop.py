@@ -138,6 +138,18 @@ def test_budget_over_the_pool_is_refused_before_training(tmp_path, cache):
   assert not list((tmp_path / "wd").glob("round_*"))
 
 
+def test_a_run_whose_pool_runs_short_lifts_the_exclusion_and_completes(tmp_path, cache):
+  """smoke.flags with --rounds=3: round 3's query would have no queryable case once round
+  2's four pseudo-labelled cases are excluded (tests/test_plan.py counts it)."""
+  summary = loop.run(smoke_cfg(tmp_path / "wd", cache, "--rounds=3"))
+  assert summary["complete"] and len(summary["rounds"]) == 4
+  assert [r.get("exclusion_lifted", False) for r in summary["rounds"]] == [False] * 3 + [True]
+  q3 = json.loads((tmp_path / "wd" / "round_003" / "query.json").read_text())
+  p2 = json.loads((tmp_path / "wd" / "round_002" / "pool.json").read_text())
+  assert q3["exclusion_lifted"] and len(q3["queried"]) == 2
+  assert set(q3["scores"]["entropy"]) == set(p2["unlabeled"])  # every unlabeled case ranked
+
+
 def test_manifest_oracle_waits_for_labels_then_continues(tmp_path, cache):
   labels_dir = tmp_path / "labels"
   wd = tmp_path / "wd"

@@ -386,3 +386,15 @@ def test_queried_cases_by_stratum(tmp_path):
   table.write_text(json.dumps({"cases": {c: {"scanner": s} for c, s in scanner.items()}}))
   with pytest.raises(DataError, match=r"dataset.json: case 'c1' has no scanner.*--groups"):
     write_report(runs, groups=table)
+
+
+def test_the_report_names_the_kernel_and_the_rounds_whose_exclusion_was_lifted(tmp_path):
+  lifted = {3: {"exclusion_lifted": True}}
+  _run(tmp_path, "assft", 0, [0.2, 0.3, 0.4, 0.5], ssft=True, extra=lifted)
+  _run(tmp_path, "assft", 1, [0.2, 0.3, 0.4, 0.5], ssft=True, extra=lifted)
+  _run(tmp_path, "rand", 0, [0.2, 0.3, 0.4, 0.5])
+  write_report(tmp_path)
+  md = (tmp_path / "report.md").read_text()
+  assert "was lifted for the query of" in md and "ASSFT round 3 (seeds 0, 1)" in md
+  assert "RAND round" not in md
+  assert "Conv kernel: not recorded (12 rounds)." in md

@@ -308,3 +308,50 @@ def test_cli_keeps_flagfile_for_the_runs_and_passes_unknown_flags(flagfile, tmp_
   assert extra == ["--epochs_round=2", "--norm=batch"]
   assert cli.FLAGS.strategies == "assft,rand" and cli.FLAGS.seeds == "0,1"
   assert cli.FLAGS.out == str(tmp_path)
+
+
+def test_the_sweep_checks_each_kind_of_run_before_any_cell(tmp_path):
+  from tests._run_helpers import SMOKE
+
+  cells = sweep.plan_cells(["assft", "random", "lower_bound"], [0, 1], tmp_path)
+  lines: list[str] = []
+  sweep.check_plans(cells, [str(SMOKE)], ["--rounds=3"], log=lines.append)
+  assert len(lines) == 2  # one with SSFT, one without; bound runs have no rounds
+  assert "with SSFT" in lines[0] and "round(s) 3" in lines[0]
+  assert "without SSFT" in lines[1] and "no SSFT" in lines[1]
+  from assft_jax.config import ConfigError
+
+  with pytest.raises(ConfigError, match="target pool holds 9"):
+    sweep.check_plans(cells, [str(SMOKE)], ["--budget=5", "--rounds=3"], log=lines.append)
+
+
+def test_the_sweep_cli_refuses_a_budget_the_pool_cannot_give_before_any_cell(tmp_path):
+  from tests._run_helpers import ROOT, SMOKE
+
+  out = tmp_path / "sweep"
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--flagfile={SMOKE}", "--strategies=assft"]
+  cmd += ["--seeds=0", f"--out={out}", "--budget=5", "--rounds=3", "--noreport"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr
+  assert "target pool holds 9" in proc.stderr and "Traceback" not in proc.stderr
+  assert not (out / "assft").exists()
+
+
+@pytest.mark.slow
+def test_the_issue_sweep_completes_every_cell(tmp_path):
+  """Two seeds of ASSFT, DKD+ASD and RAND for 3 rounds on smoke.flags: ASSFT's third query
+  lifts §3.4's exclusion; every cell completes, and the report says where it applied."""
+  from tests._run_helpers import ROOT, SMOKE
+
+  out = tmp_path / "x"
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--flagfile={SMOKE}", "--seeds=5,6"]
+  cmd += ["--strategies=assft,dkd_asd,random", f"--out={out}", "--rounds=3"]
+  cmd += [f"--cache_dir={tmp_path / 'cache'}"]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3000)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  for token in ("assft", "dkd_asd", "random"):
+    for seed in (5, 6):
+      assert sweep.is_complete(out / token / f"seed_{seed}"), (token, seed)
+  assert "exclusion of the previous round's pseudo-labelled cases was lifted" in (
+    (out / "report.md").read_text()
+  )

@@ -60,6 +60,7 @@ def _runs_section(summaries: list[Summary], runs: list[RunResult]) -> list[str]:
     lines += [
       f"- `{r.workdir}` ({r.method}, seed {r.seed}, {len(r.rounds)} rounds)" for r in incomplete
     ]
+  lines += _kernel_lines(runs) + _lifted_lines(runs)
   dropped = sum(c.n_nan for s in summaries for c in s.cells.values())
   if dropped:
     lines += [
@@ -68,6 +69,43 @@ def _runs_section(summaries: list[Summary], runs: list[RunResult]) -> list[str]:
       "or prediction) and were left out.",
     ]
   return lines
+
+
+def _kernel_lines(runs: list[RunResult]) -> list[str]:
+  """Which conv kernel made the rounds: kernels sum in another order, which moves single
+  runs, so a comparison should hold one kernel (a report that mixes them says so)."""
+  count: dict[str, int] = {}
+  for r in runs:
+    for x in r.rounds:
+      key = x.conv_impl or "not recorded"
+      count[key] = count.get(key, 0) + 1
+  if not count:
+    return []
+  made = ", ".join(f"{k} ({n} rounds)" for k, n in sorted(count.items()))
+  line = f"Conv kernel: {made}."
+  if len(count) > 1:
+    line += " The runs mix kernels: their float32 sums differ, which moves single runs."
+  return ["", line]
+
+
+def _lifted_lines(runs: list[RunResult]) -> list[str]:
+  """The rounds whose query had §3.4's exclusion lifted (fewer than N_B queryable cases)."""
+  where: dict[tuple[str, int], list[int]] = {}
+  for r in runs:
+    for x in r.rounds:
+      if x.exclusion_lifted:
+        where.setdefault((r.method, x.round), []).append(r.seed)
+  if not where:
+    return []
+  items = [
+    f"{m} round {k} (seeds {', '.join(map(str, sorted(seeds)))})"
+    for (m, k), seeds in sorted(where.items())
+  ]
+  return [
+    "",
+    "§3.4's exclusion of the previous round's pseudo-labelled cases was lifted for the "
+    "query of (fewer than N_B cases stayed queryable; DECISIONS.md): " + "; ".join(items) + ".",
+  ]
 
 
 def _table1(s: Summary, include_init: bool) -> list[str]:

@@ -152,6 +152,10 @@ class RoundResult:
   hd95_per_case: Mapping[str, float] = dataclasses.field(default_factory=dict)
   nsd_per_case: Mapping[str, float] = dataclasses.field(default_factory=dict)
   nsd_tolerance_mm: float | None = None
+  # The conv kernel that made the round (None in summaries written before it was recorded)
+  # and whether §3.4's exclusion was lifted for its query (assft_jax/plan.py).
+  conv_impl: str | None = None
+  exclusion_lifted: bool = False
 
   @property
   def mean_dice(self) -> float:
@@ -245,6 +249,8 @@ def _parse_round(path: Path, i: int, d: Any, labels: Any) -> RoundResult:
     unlabeled_dice={
       str(k): _dice(path, f"rounds[{i}].unlabeled_dice[{k!r}]", v) for k, v in unlabeled.items()
     },
+    conv_impl=d.get("conv_impl"),
+    exclusion_lifted=bool(d.get("exclusion_lifted", False)),
     hd95_per_case=_per_case(path, i, d, "hd95_per_case", _mm),
     nsd_per_case=_per_case(path, i, d, "nsd_per_case", _dice),
     nsd_tolerance_mm=None
