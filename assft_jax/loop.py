@@ -154,7 +154,11 @@ def _round(sess: session_lib.Session, summary: dict, pool: Pool, variables, r: i
   rd = wd_lib.round_dir(sess.workdir, r)
   query = wd_lib.read_json(rd / "query.json")
   if query is None:  # a query already made (e.g. waiting for annotators) is never redrawn
-    stats = sess.score(variables, pool.labeled_ids + pool.unlabeled, r, R)
+    # F(r-1)'s pass over the pool, made when round r-1 ended (scored again only for a
+    # round made before rounds kept it).
+    stats = wd_lib.read_scores(wd_lib.round_dir(sess.workdir, r - 1) / wd_lib.SCORES)
+    if stats is None:
+      stats = sess.score(variables, pool.labeled_ids + pool.unlabeled, r, R)
     rng = np.random.default_rng([cfg.seed, r, 1])
     # §3.4 bars last round's pseudo-labelled cases; when that would leave fewer than N_B
     # to query, the bar is lifted for this round (plan.py says why).
@@ -212,6 +216,18 @@ def _round(sess: session_lib.Session, summary: dict, pool: Pool, variables, r: i
   return pool, variables
 
 
+def _pool_pass(sess: session_lib.Session, pool: Pool, variables, r: int, rd: Path) -> dict:
+  """F(r)'s scoring pass over the whole target pool (labeled and unlabeled cases), saved in
+  round_XXX/scores.npz: the next round's query ranks these stats (the pass it would make
+  itself), and their Dice against the ground truth gives the pool protocols of the report
+  (the unlabeled cases, and every pool case). The last round makes it for the protocols
+  only. Returns {id: Dice or None} (None: no ground truth, or no class to score)."""
+  R = sess.cfg.al.rounds
+  stats = sess.score(variables, pool.labeled_ids + pool.unlabeled, min(r + 1, R), R)
+  wd_lib.write_scores(rd / wd_lib.SCORES, stats)
+  return {c: _num(float(d)) for c, d in zip(stats["ids"], stats["dice_gt"])}
+
+
 def _finish_round(
   sess: session_lib.Session,
   summary: dict,
@@ -225,6 +241,7 @@ def _finish_round(
   summary.json; `extra` goes into the row."""
   wd, rd = sess.workdir, wd_lib.round_dir(sess.workdir, r)
   result = _result_row(sess.evaluate(variables))
+  pool_dice = _pool_pass(sess, pool, variables, r, rd)
   wd_lib.save_model(wd, r, sess.module, variables)
   preds = sess.predict(variables, queried) if queried else {}
   wd_lib.write_query_slices(rd / "query_slices.npz", sess.volumes, preds, queried)
@@ -236,6 +253,7 @@ def _finish_round(
     "pseudo": list(pool.pseudo),
     "conv_impl": sess.cfg.model.conv_impl,
     **result,
+    "pool_dice_per_case": pool_dice,
     **(extra or {}),
   }
   atomic.write_json(rd / "row.json", row)
@@ -269,6 +287,11 @@ def _bound_run(sess: session_lib.Session, train: bool) -> dict:
     epochs = cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round
     variables = sess.fit(variables, labels, {}, epochs, round_=0, stage="upper")
   result = _result_row(sess.evaluate(variables))
+  # The bounds on the pool protocols: F(0) (lower) or the network trained on every pool
+  # case (upper) scored on the whole pool; nothing is queried after, so nothing is kept.
+  ids_scored = list(sess.data.split["pool"])
+  stats = sess.score(variables, ids_scored, 1, max(cfg.al.rounds, 1))
+  pool_dice = {c: _num(float(d)) for c, d in zip(stats["ids"], stats["dice_gt"])}
   wd_lib.save_model(wd, 0, sess.module, variables)
   wd_lib.mark_done(wd, 0)
   summary[cfg.al.mode] = result["dice_mean"]
@@ -280,6 +303,7 @@ def _bound_run(sess: session_lib.Session, train: bool) -> dict:
       "pseudo": [],
       "conv_impl": cfg.model.conv_impl,
       **result,
+      "pool_dice_per_case": pool_dice,
     }
   ]
   summary["complete"] = True

@@ -10,6 +10,9 @@ Layout:
   round_XXX/model_files.json size and sha256 of each file of model/ (checked on resume)
   round_XXX/pool.json       the pool after the round
   round_XXX/query_slices.npz central slices of the queried cases (for the report)
+  round_XXX/scores.npz      the scoring pass of the round's model over the whole target
+                            pool: the next round's query ranks these, and its Dice per
+                            case gives the report's pool protocols
   round_XXX/ssft.json       with SSFT: N_SU, K, the pseudo-labelled ids, unlabeled_dice
   round_XXX/row.json        the round's summary row (a resume rebuilds summary.json from it)
   round_XXX/train_<stage>.jsonl per-epoch training records
@@ -359,6 +362,30 @@ def load_model(workdir: Path, r: int):
   return variables
 
 
+SCORES = "scores.npz"
+
+
+def write_scores(path: Path, stats: dict) -> None:
+  """A scoring pass's stats (`engine.score_pass`: "ids" and arrays aligned on them),
+  uncompressed: the next round's query reads back exactly what the pass computed."""
+  arrays = {k: np.asarray(v) for k, v in stats.items() if k != "ids"}
+  atomic.write_npz(path, {"ids": np.asarray(list(stats["ids"]), str), **arrays}, compressed=False)
+
+
+def read_scores(path: Path) -> dict | None:
+  """The stats `write_scores` wrote, or None when there is no such file (a round made
+  before rounds kept their pass: the next round then scores again)."""
+  if not Path(path).is_file():
+    return None
+  try:
+    with np.load(path) as z:
+      out = {k: z[k] for k in z.files}
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f"{path}: damaged, not readable scores ({e})") from None
+  out["ids"] = [str(c) for c in out["ids"]]
+  return out
+
+
 def write_query_slices(path: Path, volumes, preds: dict[str, np.ndarray], ids: list[str]) -> None:
   """Central axial slices of the queried cases (image, label if any, prediction), for
   the report's query montage. Axis 0 holds the slices (SPL/LPS-like order).
@@ -390,7 +417,7 @@ ROUND0_FREE = (
 )
 # Bumped when the code of round 0 (init pick, init stage, evaluation) changes its results:
 # the key sees the config (the resolved conv kernel included) and the inputs, not the code.
-ROUND0_VERSION = 2
+ROUND0_VERSION = 3
 
 
 def round0_key(cfg: config_lib.RunConfig, *fingerprints: str) -> str:

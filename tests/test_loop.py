@@ -346,3 +346,30 @@ def test_every_cache_key_names_the_conv_kernel(smoke):
     for impl in ("s2d", "native")
   }
   assert keys["s2d"] != keys["native"]
+
+
+def test_each_round_scores_the_whole_pool_with_its_own_model(smoke):
+  """The pool protocols' Dice: each round's row holds its model's Dice on every target-pool
+  case, the same as an evaluation of the saved network on those cases; the next round's
+  query ranked that very pass (round_XXX/scores.npz)."""
+  from assft_jax import components
+
+  cfg, wd, summary = smoke
+  data = components.open_data(cfg, wd)
+  pool_ids = sorted(data.split["pool"])
+  for row in summary["rounds"]:
+    r = row["round"]
+    assert sorted(row["pool_dice_per_case"]) == pool_ids
+    module, variables = models.load_pretrained(wd_lib.model_dir(wd, r))
+    ref = engine.evaluate(
+      module, variables, data.volumes, pool_ids, num_classes=8, roi=cfg.train.patch
+    )
+    for cid, v in ref["per_case"].items():
+      assert row["pool_dice_per_case"][cid] == pytest.approx(v["mean"], abs=1e-6), (r, cid)
+    scores = wd_lib.read_scores(wd_lib.round_dir(wd, r) / wd_lib.SCORES)
+    assert sorted(scores["ids"]) == pool_ids
+    if r < cfg.al.rounds:
+      query = json.loads((wd_lib.round_dir(wd, r + 1) / "query.json").read_text())
+      row_of = {c: i for i, c in enumerate(scores["ids"])}
+      for cid, v in query["scores"]["entropy"].items():
+        assert v == float(scores["entropy"][row_of[cid]])

@@ -398,3 +398,35 @@ def test_the_report_names_the_kernel_and_the_rounds_whose_exclusion_was_lifted(t
   assert "was lifted for the query of" in md and "ASSFT round 3 (seeds 0, 1)" in md
   assert "RAND round" not in md
   assert "Conv kernel: not recorded (12 rounds)." in md
+
+
+def test_pool_protocols_b_and_c_by_hand(tmp_path):
+  """A pool of four cases, p4 without ground truth (null). Round 0 labels p1, round 1
+  queries p2. (b): the cases not yet labeled; (c): every pool case.
+  Seed 0, round 0 Dice p1..p3 = 0.1, 0.2, 0.3: (b) = mean(0.2, 0.3) = 0.25, (c) = 0.2;
+  round 1 = 0.5, 0.6, 0.9: (b) = 0.9 (p3 only), (c) = mean(0.5, 0.6, 0.9) = 0.6667.
+  Seed 1, round 1 = 0.3, 0.4, 0.5: (b) = 0.5, (c) = 0.4. Over seeds at round 1: (b) 70.00
+  ± 28.28, (c) 53.33 ± 18.86. The bound runs score the same pool: the lower bound's (b) is
+  every case with ground truth, the upper bound (all pool labeled) has no (b): empty."""
+  rows = lambda r0, r1: {
+    0: {"queried": ["p1"], "pool_dice_per_case": dict(zip(["p1", "p2", "p3", "p4"], r0))},
+    1: {"queried": ["p2"], "pool_dice_per_case": dict(zip(["p1", "p2", "p3", "p4"], r1))},
+  }
+  _run(tmp_path, "rand", 0, [0.5, 0.6], extra=rows([0.1, 0.2, 0.3, None], [0.5, 0.6, 0.9, None]))
+  _run(tmp_path, "rand", 1, [0.5, 0.6], extra=rows([0.1, 0.2, 0.3, None], [0.3, 0.4, 0.5, None]))
+  pool = {"pool_dice_per_case": {"p1": 0.0, "p2": 0.2, "p3": 0.4, "p4": None}}
+  _run(tmp_path, "lower_bound", 0, [0.1], extra={0: dict(pool, queried=[])})
+  _run(tmp_path, "upper_bound", 0, [0.9], extra={0: dict(pool, queried=[])})
+  write_report(tmp_path)
+  md = (tmp_path / "report.md").read_text()
+  b = _md_table(md, "## Protocol (b): the target-pool cases still unlabeled at that round")
+  c = _md_table(md, "## Protocol (c): the whole target pool, queried cases included")
+  # columns: Methods, lower bound, 5% (r=1), upper bound
+  assert b[1] == ["RAND", "20.00 ± –", "**70.00** ± 28.28", ""]  # no unlabeled case
+  assert c[1] == ["RAND", "20.00 ± –", "**53.33** ± 18.86", "20.00 ± –"]
+  long = _csv(tmp_path / "report_protocols.csv")
+  got = {(r["protocol"], r["round"]): float(r["seed_mean_pct"]) for r in long}
+  assert got[("b", "0")] == pytest.approx(25.0) and got[("c", "0")] == pytest.approx(20.0)
+  assert got[("b", "1")] == pytest.approx(70.0) and got[("c", "1")] == pytest.approx(
+    53.3333, abs=1e-3
+  )

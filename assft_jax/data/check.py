@@ -6,8 +6,9 @@
 Reads every voxel (NaN/inf, non-integer labels, labels outside the declared classes)
 on top of the header checks of `load_index`. Exit 1 after printing all problems (one
 line per file, on stderr, no traceback); exit 0 prints the fingerprint: number of
-cases, shapes, spacings, intensity percentiles, class voxel frequencies (of the classes
-left by the class selection flags, which mean what the run's flags of the same names do).
+cases, shapes, spacings, intensity percentiles, the cases' intensity scales when they
+form several groups (`data.intensity`), class voxel frequencies (of the classes left by
+the class selection flags, which mean what the run's flags of the same names do).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import intensity
 from .classes import parse_label_map
 from .datasets import Dataset, scan_index
 from .errors import DataError
@@ -39,7 +41,7 @@ def fingerprint(ds: Dataset) -> dict:
 def _scan(ds: Dataset, skip: set[str]) -> tuple[list[str], dict]:
   """Voxel problems and the fingerprint in one pass (files in `skip` left out)."""
   problems: list[str] = []
-  shapes, spacings, samples = [], [], []
+  shapes, spacings, samples, scales = [], [], [], {}
   counts = np.zeros(len(ds.class_names), np.int64)
   present = np.zeros(len(ds.class_names), np.int64)
   for i, voxels in read_cases(ds.cases, ds.n_label_values, ds.mask_names, skip):
@@ -49,6 +51,7 @@ def _scan(ds: Dataset, skip: set[str]) -> tuple[list[str], dict]:
     shapes.append(voxels.image.shape)
     spacings.append(voxels.meta["spacing"])
     if not voxels.image_problems:
+      scales[ds.cases[i].id] = intensity.scale(voxels.image)
       rng = np.random.default_rng(i)
       flat = voxels.image.reshape(-1)
       samples.append(flat[rng.integers(0, flat.size, min(flat.size, SAMPLES_PER_CASE))])
@@ -56,10 +59,10 @@ def _scan(ds: Dataset, skip: set[str]) -> tuple[list[str], dict]:
       c = np.bincount(ds.class_index(voxels.label).reshape(-1), minlength=len(ds.class_names))
       counts += c
       present += c > 0
-  return problems, _summary(ds, shapes, spacings, samples, counts, present)
+  return problems, _summary(ds, shapes, spacings, samples, scales, counts, present)
 
 
-def _summary(ds, shapes, spacings, samples, counts, present) -> dict:
+def _summary(ds, shapes, spacings, samples, scales, counts, present) -> dict:
   def stats(rows):
     a = np.asarray(rows, float)
     if a.size == 0:
@@ -84,6 +87,7 @@ def _summary(ds, shapes, spacings, samples, counts, present) -> dict:
       if allv.size
       else {}
     ),
+    "intensity_groups": intensity.summary(scales) if scales else [],
     "class_voxel_fraction": {n: round(int(c) / total, 6) for n, c in zip(ds.class_names, counts)},
     "class_case_count": {n: int(p) for n, p in zip(ds.class_names, present)},
   }
@@ -146,6 +150,7 @@ def format_fingerprint(fp: dict) -> str:
     f"spacing  {rng(fp['spacing'])}",
     "intensity percentiles  "
     + "  ".join(f"p{k}={v}" for k, v in fp["intensity_percentiles"].items()),
+    *_intensity_lines(fp.get("intensity_groups", [])),
     "class voxel fraction (cases containing it):",
   ]
   lines += [
@@ -153,6 +158,25 @@ def format_fingerprint(fp: dict) -> str:
     for n, f in fp["class_voxel_fraction"].items()
   ]
   return "\n".join(lines)
+
+
+def _intensity_lines(groups: list[dict]) -> list[str]:
+  """The cases' intensity scales (`data.intensity`); a note when they form several groups."""
+  if len(groups) < 2:
+    return []
+  ratio = groups[-1]["median"] / max(groups[0]["median"], 1e-12)
+  lines = [
+    f"intensity scales: {len(groups)} groups of cases whose typical intensity (median of "
+    f"their p{intensity.PERCENTILE:g}) differs by up to {ratio:,.0f}x:"
+  ]
+  lines += [f"  {g['name']:<28} {g['n']:>4} cases, median {g['median']:.4g}" for g in groups]
+  lines.append(
+    "  the paper pipeline (--pipeline=paper, the default) z-scores each volume, so the "
+    "groups train together; --stratify_by=intensity_group keeps each group's share in the "
+    "test split (and defines the power measurement's strata); a fixed intensity window "
+    "(--pipeline=ctfm) would not suit them"
+  )
+  return lines
 
 
 if __name__ == "__main__":

@@ -366,8 +366,21 @@ def case_groups(dataset: Dataset, fields: Sequence[str]) -> dict[str, str]:
   """id -> stratum, the values of `fields` joined by "/", from dataset.json's optional
   "cases" table ({id: {field: value}}; the phantom writes scanner and hard there, a
   user may add e.g. site or vendor). For a stratified test split (pool.draw_split).
+  The field "intensity_group" is derived from the images instead (`data.intensity`: the
+  cases' orders of magnitude of raw intensity), for data without such a table.
   Raises DataError naming the file, field and case when one is missing."""
-  return table_groups(dataset.root / "dataset.json", dataset.ids, fields, "--stratify_by")
+  from .intensity import GROUP_FIELD, dataset_groups
+
+  path, ids = dataset.root / "dataset.json", dataset.ids
+  parts = {
+    f: (
+      dataset_groups({c.id: c.image for c in dataset.cases}, ids)
+      if f == GROUP_FIELD
+      else table_groups(path, ids, [f], "--stratify_by")
+    )
+    for f in dict.fromkeys(fields)
+  }
+  return {c: "/".join(parts[f][c] for f in fields) for c in ids}
 
 
 def table_groups(

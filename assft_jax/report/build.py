@@ -16,7 +16,7 @@ from assft_jax import atomic
 from assft_jax.config import BOUNDS
 from assft_jax.report import ablation, nnactive, plots, pseudo, strata, surface, tables
 from assft_jax.report import power as power_lib
-from assft_jax.report.collect import ReportError, RunResult, load_runs
+from assft_jax.report.collect import PROTOCOLS, ReportError, RunResult, load_runs, protocol_view
 from assft_jax.report.fmt import csv_text, markdown_table
 from assft_jax.report.stats import SIGNIFICANCE, Summary, summarize
 
@@ -32,6 +32,7 @@ OUTPUTS = (
   "report_ppm.csv",
   "report_pseudo.csv",
   "report_surface.csv",
+  "report_protocols.csv",
   "dice_vs_budget.png",
   "ppm.png",
   "pseudo_dice.png",
@@ -154,6 +155,40 @@ def _table1(s: Summary, include_init: bool) -> list[str]:
   return out
 
 
+def _protocol_section(protocol: str, summaries: list[Summary], include_init: bool) -> list[str]:
+  """Table 1 form and AUBC of one pool protocol ((b) or (c)), every budget."""
+  out = [
+    f"## Protocol ({protocol}): {PROTOCOLS[protocol]}",
+    "",
+    f"Every round's model scored on {PROTOCOLS[protocol]} instead of the held-out split, "
+    "from the scoring pass it makes of the pool for the next round's query (the last "
+    "round's model makes one for this alone). Dice × 100, mean ± SD over seeds of each "
+    "run's mean Dice over those cases; cases without ground truth are left out and "
+    "counted under Runs. The bound columns are F(0) and the network trained on the whole "
+    "pool, scored on the same cases (an upper bound has no unlabeled case: –). "
+    r"\* and the AUBC as in the held-out tables.",
+    "",
+  ]
+  for s in summaries:
+    out += [f"### {s.spec.title}", ""]
+    out.append(markdown_table(tables.main_rows(s, s.table_budgets(include_init), True, True)))
+    by_seed = nnactive.aubc_by_seed(s)
+    if by_seed:
+      out += ["AUBC and final Dice:", "", markdown_table(nnactive.aubc_rows(s, by_seed))]
+  return out
+
+
+def _protocol_rows(protocols: dict[str, list[Summary]], reference: str) -> list[list[str]]:
+  """report_protocols.csv: report_long.csv's rows with the protocol in front."""
+  rows: list[list[str]] = []
+  for p, summaries in protocols.items():
+    long = tables.long_rows(summaries, reference)
+    if not rows:
+      rows.append(["protocol", *long[0]])
+    rows += [[p, *row] for row in long[1:]]
+  return rows
+
+
 def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw, queried_by) -> list[str]:
   out = [f"## Budget: {s.spec.title}", ""] + power_lib.line(pw) + _table1(s, include_init)
   out += surface.markdown(s, s.table_budgets(include_init))
@@ -216,7 +251,7 @@ def _section(s: Summary, pen, pseudo_cells, include_init, figures, pw, queried_b
 
 
 def _markdown(
-  root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw, queried_by
+  root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw, queried_by, protocols
 ) -> str:
   methods = {m for s in summaries for m in s.methods}
   out = [
@@ -236,6 +271,8 @@ def _markdown(
     out.append("")
   for s, pen, cells in zip(summaries, pens, pseudo_cells):
     out += _section(s, pen, cells, include_init, figures, pw, queried_by)
+  for p, ps in protocols.items():
+    out += _protocol_section(p, ps, include_init)
   out += ["## Figures", "", "![Dice vs budget](dice_vs_budget.png)", "", note, ""]
   out += _runs_section(summaries, runs)
   return "\n".join(out) + "\n"
@@ -299,6 +336,12 @@ def write_report(
   if not summaries:
     raise ReportError(f"{root}: no active-learning run with a round found (only bound runs)")
   pens = [nnactive.penalties(s) for s in summaries]
+  # The pool protocols, where the runs recorded their pool passes.
+  protocols = {
+    p: summarize(protocol_view(runs, p), reference)
+    for p in ("b", "c")
+    if any(x.pool_dice_per_case for r in runs for x in r.rounds)
+  }
   pseudo_cells = [pseudo.pseudo_quality(s) for s in summaries]
   figures = {"dice_vs_budget.png"}
   plots.plot_dice_vs_budget(summaries, root / "dice_vs_budget.png")
@@ -333,6 +376,7 @@ def write_report(
     "report_ppm.csv": nnactive.pair_test_rows(summaries, pens),
     "report_pseudo.csv": pseudo.long_rows(summaries, pseudo_cells),
     "report_surface.csv": surface.long_rows(summaries),
+    "report_protocols.csv": _protocol_rows(protocols, reference) if protocols else [],
   }
   written = {name: root / name for name in figures}
   for name, rows in files.items():
@@ -340,7 +384,17 @@ def write_report(
     written[name] = root / name
   queried_by = strata.load(runs, groups, group_by)
   md = _markdown(
-    root, summaries, runs, pens, pseudo_cells, note, include_init, figures, pw, queried_by
+    root,
+    summaries,
+    runs,
+    pens,
+    pseudo_cells,
+    note,
+    include_init,
+    figures,
+    pw,
+    queried_by,
+    protocols,
   )
   atomic.write_text(root / "report.md", md)
   written["report.md"] = root / "report.md"

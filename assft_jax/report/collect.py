@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,9 @@ class RoundResult:
   # and whether §3.4's exclusion was lifted for its query (assft_jax/plan.py).
   conv_impl: str | None = None
   exclusion_lifted: bool = False
+  # Dice of the round's model on every target-pool case with ground truth (the pool
+  # protocols, `protocol_view`); empty in summaries written before it was recorded.
+  pool_dice_per_case: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
   @property
   def mean_dice(self) -> float:
@@ -182,6 +185,44 @@ class RunResult:
   def bound(self) -> str | None:
     """ "lower_bound"/"upper_bound" for a bound run (no active learning), else None."""
     return self.strategy if self.strategy in BOUNDS else None
+
+
+PROTOCOLS = {
+  "a": "the held-out test split",
+  "b": "the target-pool cases still unlabeled at that round",
+  "c": "the whole target pool, queried cases included",
+}
+"""What each evaluation protocol scores: every round's model on these cases. (a) is the
+held-out split the tables use; (b) and (c) are the paper's test-time reading, where the
+model is judged on the target domain's own (unlabeled, or all) scans."""
+
+
+def protocol_view(runs: Sequence[RunResult], protocol: str) -> list[RunResult]:
+  """`runs` with each round's per-case Dice replaced by the protocol's: (b) the pool
+  cases not labeled by that round (the init case and every query up to it; an upper
+  bound labels the whole pool, so it has none), (c) every pool case. A case without
+  ground truth is NaN there: left out, and counted like any NaN Dice. Per-class and
+  surface metrics are the test split's only, so they are dropped."""
+  if protocol == "a":
+    return list(runs)
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+  out = []
+  for run in runs:
+    labeled: set[str] = set()
+    rounds = []
+    for x in run.rounds:
+      labeled |= set(x.queried)
+      if run.bound == "upper_bound":
+        labeled = set(x.pool_dice_per_case)
+      keep = {c: v for c, v in x.pool_dice_per_case.items() if protocol == "c" or c not in labeled}
+      rounds.append(
+        dataclasses.replace(
+          x, dice_per_case=keep, dice_per_class={}, hd95_per_case={}, nsd_per_case={}
+        )
+      )
+    out.append(dataclasses.replace(run, rounds=tuple(rounds)))
+  return out
 
 
 def _fail(path: Path, what: str) -> ReportError:
@@ -253,6 +294,7 @@ def _parse_round(path: Path, i: int, d: Any, labels: Any) -> RoundResult:
     exclusion_lifted=bool(d.get("exclusion_lifted", False)),
     hd95_per_case=_per_case(path, i, d, "hd95_per_case", _mm),
     nsd_per_case=_per_case(path, i, d, "nsd_per_case", _dice),
+    pool_dice_per_case=_per_case(path, i, d, "pool_dice_per_case", _dice),
     nsd_tolerance_mm=None
     if d.get("nsd_tolerance_mm") is None
     else _mm(path, f"rounds[{i}].nsd_tolerance_mm", d["nsd_tolerance_mm"]),
