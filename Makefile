@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 # The CPU torch wheel sits on disk; pip must see it before any index offers a CUDA build.
 PIP    := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo test test-slow lint format bench power benchmark ablations venv venv-test clean
+.PHONY: demo test test-slow lint format bench power benchmark ablations venv venv-test clean \
+  benchmark-hippocampus benchmark-hippocampus-paperlike
 
 $(VENV)/.stamp-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,8 +47,12 @@ demo: venv
 # both compute-matched controls over 5 seeds, two cells at a time, then the report.
 # `make ablations` adds the arms of Tables 6 and 7 to the same report. Both resume.
 BENCH_ARMS := lower_bound,upper_bound,random,fg_random,entropy,least_confidence,margin,$\
-  coreset,badge,sann,ugtst,cup,dkd_asd,assft,dkd_asd+sup,random+ssft
+  coreset,badge,sann,ugtst,cup,dkd_asd,assft,dkd_asd+sup,random+ssft,random+sup
 ABLATION_ARMS := dkd,dkd_low,asd,asd_low,asd_tau1,asd_tau1_low
+# The key arms of the second training regime, and the arms of the ablation report.
+KEY_ARMS := lower_bound,upper_bound,random,fg_random,entropy,dkd_asd,assft,random+ssft,$\
+  dkd_asd+sup,random+sup
+ABLATION_REPORT_ARMS := random,entropy,$(ABLATION_ARMS)
 
 power: venv
 	$(PY) -m experiments.power --flagfile=experiments/flags/benchmark.flags \
@@ -60,6 +65,30 @@ benchmark: power
 ablations: power
 	$(PY) -m experiments.sweep --flagfile=experiments/flags/benchmark.flags \
 	    --strategies=$(ABLATION_ARMS) --seeds=0-4 --jobs=2 --out=runs/benchmark
+
+# The real-data benchmark (experiments/flags/hippocampus.flags): power first, then every
+# arm of Table 1 and both matched controls, then Tables 6-7's arms, over 5 seeds, and the
+# reports (runs/hippocampus/report.md, runs/hippocampus/ablations/report.md). The data is
+# read from HIPPOCAMPUS, MSD's Task04_Hippocampus layout. Everything resumes.
+HIPPOCAMPUS ?= ../shared/data/hippocampus
+HIPPO := --flagfile=experiments/flags/hippocampus.flags --data_dir=$(HIPPOCAMPUS)
+HIPPO_PL := --flagfile=experiments/flags/hippocampus_paperlike.flags --data_dir=$(HIPPOCAMPUS)
+
+benchmark-hippocampus: venv
+	$(PY) -m experiments.power $(HIPPO) --out=runs/hippocampus/power
+	$(PY) -m experiments.sweep $(HIPPO) --strategies=$(BENCH_ARMS) --seeds=0-4 --jobs=2 \
+	    --out=runs/hippocampus --noreport
+	$(PY) -m experiments.sweep $(HIPPO) --strategies=$(ABLATION_ARMS) --seeds=0-4 --jobs=2 \
+	    --out=runs/hippocampus --noreport
+	$(PY) -m experiments.report runs/hippocampus --arms=$(BENCH_ARMS)
+	$(PY) -m experiments.report runs/hippocampus --arms=$(ABLATION_REPORT_ARMS) \
+	    --out=runs/hippocampus/ablations
+
+# The second, paper-like training regime on the key arms (its own power measurement first).
+benchmark-hippocampus-paperlike: venv
+	$(PY) -m experiments.power $(HIPPO_PL) --out=runs/hippocampus_paperlike/power
+	$(PY) -m experiments.sweep $(HIPPO_PL) --strategies=$(KEY_ARMS) --seeds=0-4 --jobs=2 \
+	    --out=runs/hippocampus_paperlike
 
 test: venv-test
 	$(PY) -m pytest -q

@@ -127,6 +127,12 @@ class TrainConfig:
   steps_per_epoch: int = option(
     1, help="Steps per epoch; 0 = ceil(training cases / batch size), one pass over them."
   )
+  max_stage_steps: int = option(
+    0,
+    help="Cap on the optimiser steps of a fine-tuning stage, kept to whole epochs (0: none). "
+    "With --steps_per_epoch=0 a stage's steps grow with the labeled set, as the paper's "
+    "epochs do; this bounds them.",
+  )
   patch: tuple[int, ...] = option((32, 32, 32), help="Training patch and inference window D,H,W.")
   batch_size: int = option(2, help="Global batch size (split over devices).")
   lr: float = option(1e-4, help="AdamW peak learning rate (polynomial decay).")
@@ -260,6 +266,18 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
   return [f"{k.split('.')[-1]}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 
+def stage_epochs(cfg: RunConfig, n_cases: int, epochs: int) -> tuple[int, int]:
+  """(epochs, steps per epoch) of a fine-tuning stage of `epochs` epochs on `n_cases`:
+  an epoch is --steps_per_epoch steps, or one pass over the cases (ceil(n / batch));
+  with --max_stage_steps the epochs are cut to the most whole epochs within the cap
+  (at least one)."""
+  tr = cfg.train
+  spe = tr.steps_per_epoch or math.ceil(n_cases / tr.batch_size)
+  if tr.max_stage_steps and epochs * spe > tr.max_stage_steps:
+    epochs = max(1, tr.max_stage_steps // spe)
+  return epochs, spe
+
+
 def budget_per_round(budget: str, pool_size: int) -> int:
   """N_B from '5%' (ceil of the share of the pool, at least 1) or an absolute count."""
   text = str(budget).strip()
@@ -356,3 +374,5 @@ def validate(cfg: RunConfig) -> None:
       raise ConfigError(f"--{flag}={v}: must be at least 1")
   if tr.steps_per_epoch < 0:
     raise ConfigError(f"--steps_per_epoch={tr.steps_per_epoch}: must be 0 (auto) or more")
+  if tr.max_stage_steps < 0:
+    raise ConfigError(f"--max_stage_steps={tr.max_stage_steps}: must be 0 (no cap) or more")

@@ -67,13 +67,18 @@ def choose_sets(pool: Sequence[str], groups: Mapping[str, str], k: int) -> dict[
 def run_extent(cfg: config_lib.RunConfig, pool_size: int) -> tuple[int, int]:
   """(labeled cases by the last round, optimiser steps by then) of a run without stage 3.
 
-  cases = 1 + R·N_B; steps = (epochs_init + R·epochs_round) × steps per epoch, where an
-  epoch without --steps_per_epoch is one pass over the last round's set.
+  cases = 1 + R·N_B; steps = the init stage's on one case plus each round's stage 1 on
+  1 + r·N_B cases, with the run's epochs per stage (`config.stage_epochs`: fixed steps
+  per epoch, or one pass over the stage's cases, cut to --max_stage_steps).
   """
   n_b, _ = plan.plan_rounds(cfg, pool_size)  # refuses a budget the pool cannot give
-  k = 1 + cfg.al.rounds * n_b
-  epochs = cfg.train.epochs_init + cfg.al.rounds * cfg.train.epochs_round
-  return k, epochs * _steps_per_epoch(cfg, k)
+  stages = [(1, cfg.train.epochs_init)]
+  stages += [(1 + r * n_b, cfg.train.epochs_round) for r in range(1, cfg.al.rounds + 1)]
+  steps = 0
+  for n_cases, epochs in stages:
+    e, spe = config_lib.stage_epochs(cfg, n_cases, epochs)
+    steps += e * spe
+  return 1 + cfg.al.rounds * n_b, steps
 
 
 def _steps_per_epoch(cfg: config_lib.RunConfig, k: int) -> int:

@@ -82,11 +82,14 @@ class Session:
     round_: int,
     stage: str,
   ):
-    """Fine-tunes from `variables` on labeled ∪ pseudo cases; returns new variables.
+    """Fine-tunes from `variables` on labeled ∪ pseudo cases for `epochs` epochs (cut to
+    --max_stage_steps, `config.stage_epochs`); returns new variables.
 
     The epoch records go to round_XXX/train_<stage>.jsonl. On a non-finite loss the last
     good state goes to round_XXX/diverged_<stage>/ and TrainingDiverged is raised.
     """
+    targets = {**labels, **pseudo}
+    epochs, _ = config_lib.stage_epochs(self.cfg, len(targets), epochs)
     rd = wd_lib.round_dir(self.workdir, round_)
     log_path = rd / f"train_{stage}.jsonl"
     # A stage reruns whole after a kill or a NaN stop: the records (maybe a half line) of
@@ -94,7 +97,7 @@ class Session:
     log_path.unlink(missing_ok=True)
     return self.trainer.fit(
       variables,
-      {**labels, **pseudo},
+      targets,
       epochs,
       components.stage_seed(self.cfg.seed, round_, stage),
       round_=round_,

@@ -44,6 +44,13 @@ flags.DEFINE_string(
 flags.DEFINE_list(
   "group_by", None, "The 'cases' fields to group by; default: the runs' --stratify_by."
 )
+flags.DEFINE_list(
+  "arms",
+  None,
+  "Only the runs of these sweep arms (the folders below DIR, e.g. random,entropy,dkd); "
+  "default: every run below DIR.",
+)
+flags.DEFINE_string("out", None, "Where the report's files go; default: DIR.")
 FLAGS = flags.FLAGS
 
 
@@ -60,6 +67,8 @@ def main(argv):
       power=FLAGS.power,
       groups=FLAGS.groups,
       group_by=FLAGS.group_by,
+      arms=FLAGS.arms,
+      out=FLAGS.out,
     )
     for path in written.values():
       print(f"wrote {path}")

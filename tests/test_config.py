@@ -25,7 +25,8 @@ FLAG_KINDS = {
   "string": "workdir cache_dir data_dir layout include orientation pretrained strategy "
   "budget labels_dir annotation_dir",
   "int": "seed phantom_n phantom_seed init_filters dsdepth source_steps epochs_init "
-  "epochs_round steps_per_epoch batch_size devices sw_batch_size rounds resume_from",
+  "epochs_round steps_per_epoch max_stage_steps batch_size devices sw_batch_size rounds "
+  "resume_from",
   "float": "test_fraction phantom_hard_fraction source_lr lr weight_decay clip_norm tau_c "
   "nsd_tolerance_mm",
   "bool": "overwrite augment ssft allow_kernel_switch lower_bound upper_bound",

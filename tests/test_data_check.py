@@ -178,3 +178,48 @@ def test_fingerprint_matches_direct_count(tmp_path):
   assert fp["n_cases"] == 3 and fp["shape"]["median"] == [6.0, 6.0, 6.0]
   got = [fp["class_voxel_fraction"][n] for n in ("background", "a", "b")]
   np.testing.assert_allclose(got, counts / counts.sum(), atol=1e-6)
+
+
+def _three_scale_msd(root) -> dict[str, float]:
+  """An MSD tree of 9 cases in three intensity scales, as MSD's Hippocampus stores them:
+  uint8 near 100, float near 1,000 and float near 400,000. Returns each case's p99.5."""
+  rng = np.random.default_rng(0)
+  levels = {"a": (np.uint8, 100.0), "b": (np.float32, 1000.0), "c": (np.float32, 4e5)}
+  training, scales = [], {}
+  for name, (dtype, level) in levels.items():
+    for k in range(3):
+      cid = f"{name}{k}"
+      img = (rng.random((8, 9, 10)) * level * (1 + 0.2 * k)).astype(dtype)
+      lab = np.zeros((8, 9, 10), np.uint8)
+      lab[2:5, 3:6, 4:7] = 1
+      write_nii(root / "imagesTr" / f"{cid}.nii.gz", img)
+      write_nii(root / "labelsTr" / f"{cid}.nii.gz", lab)
+      training.append({"image": f"./imagesTr/{cid}.nii.gz", "label": f"./labelsTr/{cid}.nii.gz"})
+      scales[cid] = float(np.percentile(img.astype(np.float64), 99.5))
+  ds = {"name": "x", "labels": {"0": "background", "1": "fg"}, "modality": {"0": "MRI"}}
+  (root / "dataset.json").write_text(json.dumps({**ds, "training": training}))
+  return scales
+
+
+def test_intensity_scales_are_grouped_reported_and_usable_as_strata(tmp_path, capsys):
+  from assft_jax.data import case_groups, intensity, load_index
+
+  scales = _three_scale_msd(tmp_path / "ds")
+  assert main([str(tmp_path / "ds")]) == 0
+  out = capsys.readouterr().out
+  # The medians of the groups' scales: 100 x 1.2, 1000 x 1.2, 4e5 x 1.2, so 4,000x apart.
+  med = {g: np.median([v for c, v in scales.items() if c[0] == g]) for g in "abc"}
+  assert "3 groups of cases" in out and f"{med['c'] / med['a']:,.0f}x" in out
+  assert "--stratify_by=intensity_group" in out
+  groups = case_groups(load_index(tmp_path / "ds"), ["intensity_group"])
+  assert {frozenset(c for c in groups if groups[c] == g) for g in set(groups.values())} == {
+    frozenset({"a0", "a1", "a2"}),
+    frozenset({"b0", "b1", "b2"}),
+    frozenset({"c0", "c1", "c2"}),
+  }
+  lo = min(v for c, v in scales.items() if c[0] == "b")
+  hi = max(v for c, v in scales.items() if c[0] == "b")
+  assert groups["b0"] == f"p99.5 {lo:.3g}-{hi:.3g}"
+  # One scale, one group: the check says nothing about scales.
+  assert len(set(intensity.groups({"x": 10.0, "y": 20.0, "z": 29.0}).values())) == 1
+  assert len(set(intensity.groups({"x": 10.0, "y": 40.0}).values())) == 2  # 0.6 decades

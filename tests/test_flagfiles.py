@@ -69,6 +69,7 @@ DEFAULTS = {
     "epochs_init": 100,
     "epochs_round": 400,
     "steps_per_epoch": 1,
+    "max_stage_steps": 0,
     "patch": [32, 32, 32],
     "batch_size": 2,
     "lr": 0.0001,
@@ -98,7 +99,7 @@ DEFAULTS = {
 # How a flagfile value reads, by flag name; every other flag is a plain string.
 INTS = {
   "seed", "phantom_n", "phantom_seed", "init_filters", "dsdepth", "source_steps",
-  "epochs_init", "epochs_round", "steps_per_epoch", "batch_size", "devices",
+  "epochs_init", "epochs_round", "steps_per_epoch", "max_stage_steps", "batch_size", "devices",
   "sw_batch_size", "rounds",
 }  # fmt: skip
 FLOATS = {

@@ -78,9 +78,17 @@ def test_run_extent_follows_the_run_settings():
   )
   # pool 75: N_B = ceil(0.05 · 75) = 4, so 1 + 3 · 4 = 13 cases; (120 + 3 · 60) · 1 = 300 steps.
   assert power.run_extent(cfg, 75) == (13, 300)
-  # Without --steps_per_epoch an epoch is one pass over 13 cases at batch 2: 7 steps.
+  # Without --steps_per_epoch an epoch is one pass over the stage's cases at batch 2: the
+  # init on 1 case (1 step) x 120, then 5, 9 and 13 cases (3, 5, 7 steps) x 60 each:
+  # 120 + 180 + 300 + 420 = 1020.
   auto = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_epoch=0))
-  assert power.run_extent(auto, 75) == (13, 300 * 7)
+  assert power.run_extent(auto, 75) == (13, 1020)
+  # --max_stage_steps=200 cuts each stage to whole epochs within 200 steps: 120, 180,
+  # 40 x 5 = 200, 28 x 7 = 196.
+  capped = dataclasses.replace(auto, train=dataclasses.replace(auto.train, max_stage_steps=200))
+  assert power.run_extent(capped, 75) == (13, 120 + 180 + 200 + 196)
+  assert config_lib.stage_epochs(capped, 13, 60) == (28, 7)
+  assert config_lib.stage_epochs(capped, 1, 500) == (200, 1)
   # A count budget: 1 + 3 · 2 = 7 cases.
   count = dataclasses.replace(cfg, al=dataclasses.replace(cfg.al, budget="2"))
   assert power.run_extent(count, 75)[0] == 7

@@ -294,7 +294,7 @@ def _queried_by(s: Summary, st: strata.Strata | None) -> list[str]:
     return []
   return head + [
     "Share (%) of each stratum among the cases a method queried in rounds 1.. (over all "
-    "its seeds; round 0's shared random start left out), beside the pool's own shares. "
+    "its seeds; round 0's shared init pick left out), beside the pool's own shares. "
     "A query that over-draws one domain shows it here.",
     "",
     markdown_table(rows),
@@ -317,6 +317,8 @@ def write_report(
   power: str | os.PathLike | None = None,
   groups: str | os.PathLike | None = None,
   group_by: list[str] | None = None,
+  arms: list[str] | None = None,
+  out: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
   """Reads every run below `root`, writes the report files (`OUTPUTS`) into `root`.
 
@@ -328,9 +330,13 @@ def write_report(
   groups / group_by: a dataset.json with a "cases" table and its fields, for the table of
   what each method queried by stratum; defaults: the runs' --data_dir/dataset.json and
   --stratify_by (report/strata.py). Without fields the table is left out.
+  arms: only the runs of these sweep arms (the folders below root); out: where the files
+  go (default root), e.g. a report of the ablation arms beside the main one.
   """
   root = Path(root)
-  runs = load_runs(root)
+  runs = load_runs(root, arms)
+  dest = Path(out) if out is not None else root
+  dest.mkdir(parents=True, exist_ok=True)
   pw = power_lib.find(root, power)
   summaries = summarize(runs, reference)
   if not summaries:
@@ -344,18 +350,18 @@ def write_report(
   }
   pseudo_cells = [pseudo.pseudo_quality(s) for s in summaries]
   figures = {"dice_vs_budget.png"}
-  plots.plot_dice_vs_budget(summaries, root / "dice_vs_budget.png")
+  plots.plot_dice_vs_budget(summaries, dest / "dice_vs_budget.png")
   with_tests = [(s, p) for s, p in zip(summaries, pens) if p.tested.any()]
   if with_tests:
-    plots.plot_ppm([s for s, _ in with_tests], [p for _, p in with_tests], root / "ppm.png")
+    plots.plot_ppm([s for s, _ in with_tests], [p for _, p in with_tests], dest / "ppm.png")
     figures.add("ppm.png")
   panels = _pseudo_panels(summaries, pseudo_cells)
   if panels:
-    plots.plot_pseudo_quality(panels, root / "pseudo_dice.png")
+    plots.plot_pseudo_quality(panels, dest / "pseudo_dice.png")
     figures.add("pseudo_dice.png")
   slices, problems = plots.collect_query_slices(runs)
   if slices:
-    plots.plot_query_montage(slices, root / "queries.png")
+    plots.plot_query_montage(slices, dest / "queries.png")
     figures.add("queries.png")
     note = "![Queried cases](queries.png)"
   else:
@@ -378,10 +384,10 @@ def write_report(
     "report_surface.csv": surface.long_rows(summaries),
     "report_protocols.csv": _protocol_rows(protocols, reference) if protocols else [],
   }
-  written = {name: root / name for name in figures}
+  written = {name: dest / name for name in figures}
   for name, rows in files.items():
-    atomic.write_text(root / name, csv_text(rows))
-    written[name] = root / name
+    atomic.write_text(dest / name, csv_text(rows))
+    written[name] = dest / name
   queried_by = strata.load(runs, groups, group_by)
   md = _markdown(
     root,
@@ -396,9 +402,9 @@ def write_report(
     queried_by,
     protocols,
   )
-  atomic.write_text(root / "report.md", md)
-  written["report.md"] = root / "report.md"
+  atomic.write_text(dest / "report.md", md)
+  written["report.md"] = dest / "report.md"
   for name in OPTIONAL:
     if name not in figures:
-      (root / name).unlink(missing_ok=True)
+      (dest / name).unlink(missing_ok=True)
   return written

@@ -387,15 +387,20 @@ def find_summaries(root: Path) -> list[Path]:
   return sorted(out)
 
 
-def load_runs(root: str | os.PathLike) -> list[RunResult]:
-  """All runs below `root`. Raises ReportError if root is missing or holds no run."""
+def load_runs(root: str | os.PathLike, arms: Sequence[str] | None = None) -> list[RunResult]:
+  """All runs below `root`, or only those of the sweep arms `arms` (the first folder
+  below root: a sweep's token, e.g. random+ssft). ReportError if root is missing or holds
+  no run (of those arms)."""
   root = Path(root)
   if not root.is_dir():
     raise ReportError(f"{root}: not a directory")
   paths = find_summaries(root)
+  if arms is not None:
+    paths = [p for p in paths if p.relative_to(root).parts[0] in set(arms)]
   if not paths:
+    which = f" of the arms {', '.join(arms)}" if arms is not None else ""
     raise ReportError(
-      f"{root}: no runs found (no summary.json below it; expected "
+      f"{root}: no runs found{which} (no summary.json below it; expected "
       f"{root}/<strategy>/seed_<k>/summary.json)"
     )
   runs = [load_run(p) for p in paths]

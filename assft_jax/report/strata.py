@@ -62,11 +62,18 @@ def load(
   pools = {
     run.workdir: list(_read_json(run.workdir / "split.json").get("pool", [])) for run in runs
   }
+  from assft_jax.data import case_groups, load_index, table_groups
+  from assft_jax.data.intensity import GROUP_FIELD
+
+  if GROUP_FIELD in fields and groups is None:
+    # Derived from the images (data.intensity), as the runs' split was: the runs' dataset.
+    root = next((d["data_dir"] for d in data if d.get("data_dir")), None)
+    if root is None:
+      return Strata(fields, None, pools)
+    return Strata(fields, case_groups(load_index(root, validate="none"), fields), pools)
   path = _table_path(data, groups)
   if path is None:
     return Strata(fields, None, pools)
-  from assft_jax.data import table_groups
-
   ids = set().union(*pools.values(), *(rr.queried for run in runs for rr in run.rounds))
   return Strata(fields, table_groups(path, sorted(ids), fields, "--groups"), pools)
 
@@ -79,8 +86,8 @@ def _shares(counts: Counter, groups: list[str]) -> list[float]:
 def rows(s: Summary, st: Strata) -> list[list[str]] | None:
   """Pool row (the mean over seeds of each split's pool shares), then per method the
   shares (%) of every case it queried in rounds 1..R over all its seeds, and their
-  count. Round 0 is left out: its one case is the shared random start. None when no
-  method queried."""
+  count. Round 0 is left out: its one case is the init pick every arm of a seed shares.
+  None when no method queried."""
   group_of = st.group_of
   groups = sorted(set(group_of.values()))
   pools = [p for p in {run.seed: st.pools[run.workdir] for run in s.runs}.values() if p]
