@@ -252,3 +252,31 @@ def plot_query_montage(slices: Sequence[QuerySlice], path: Path) -> None:
     fontsize=9,
   )
   save_figure(fig, path)
+
+
+def plot_probe(res: dict, path: Path) -> None:
+  """One panel per score: each candidate's score against its true gain (Dice × 100), the
+  random pick's expected gain as a dashed line, ρ in the title (`assft_jax.probe`)."""
+  rows = res["scores"]
+  cols = 5
+  fig, axes = plt.subplots(
+    (len(rows) + cols - 1) // cols,
+    cols,
+    figsize=(3.2 * cols, 2.9 * ((len(rows) + cols - 1) // cols)),
+  )
+  axes = np.atleast_1d(axes).ravel()
+  cands = res["candidates"]
+  gain = np.array([100 * res["gains"][c] for c in cands])
+  for ax, r in zip(axes, rows):
+    x = np.array([res["score_values"][r["score"]][c] for c in cands])
+    ax.scatter(x, gain, s=14, alpha=0.8)
+    ax.axhline(100 * res["random_gain"], color="grey", linestyle="--", linewidth=1)
+    ax.set_title(f"{r['score']} (ρ {r['rho']:+.2f})", fontsize=9)
+    ax.set_xlabel(f"score (queries its {r['queried_end']} end)", fontsize=8)
+    ax.tick_params(labelsize=7)
+  for ax in axes[: len(rows) : cols]:
+    ax.set_ylabel("true gain (Dice × 100)", fontsize=8)
+  for ax in axes[len(rows) :]:
+    ax.axis("off")
+  fig.tight_layout()
+  save_figure(fig, path)
