@@ -76,6 +76,7 @@ def main(argv):
     from assft_jax import atomic, probe, sweep
     from assft_jax.process import enable_compilation_cache, quiet_libraries
     from assft_jax.report import plots
+    from assft_jax.report import probe as probe_section
 
     quiet_libraries()
     out = Path(FLAGS.out)
@@ -99,7 +100,7 @@ def main(argv):
     res = probe.analyse(st, probe.gains(st, out))
     atomic.write_json(out / "probe.json", res)
     plots.plot_probe(res, out / "probe_scatter.png")
-    md = ["# Probe", "", *probe.markdown(res, "probe_scatter.png")]
+    md = ["# Probe", "", *probe_section.markdown(res, "probe_scatter.png")]
     atomic.write_text(out / "probe.md", "\n".join(md) + "\n")
     print(f"wrote {out / 'probe.json'}, {out / 'probe.md'}, {out / 'probe_scatter.png'}")
 

@@ -14,6 +14,7 @@ from scipy import stats as sps
 from assft_jax import probe
 from assft_jax import workdir as wd_lib
 from assft_jax.config import RunConfig
+from assft_jax.report import probe as probe_section
 from tests._run_helpers import ROOT
 
 
@@ -68,7 +69,7 @@ def test_analysis_matches_scipy_and_picks_by_the_query_end(tmp_path):
   )
   a = [gains[c] for i, c in enumerate(gains) if i % 2]
   assert res["by_stratum"]["A"] == {"n": len(a), "mean_gain": pytest.approx(np.mean(a))}
-  md = "\n".join(probe.markdown(res))
+  md = "\n".join(probe_section.markdown(res))
   assert "| margin | low | -1.00 |" in md
 
 

@@ -16,6 +16,7 @@ from assft_jax import atomic
 from assft_jax.config import BOUNDS
 from assft_jax.report import ablation, nnactive, plots, pseudo, strata, surface, tables
 from assft_jax.report import power as power_lib
+from assft_jax.report import probe as probe_section
 from assft_jax.report.collect import PROTOCOLS, ReportError, RunResult, load_runs, protocol_view
 from assft_jax.report.fmt import csv_text, markdown_table
 from assft_jax.report.stats import SIGNIFICANCE, Summary, summarize
@@ -273,6 +274,9 @@ def _markdown(
     out += _section(s, pen, cells, include_init, figures, pw, queried_by)
   for p, ps in protocols.items():
     out += _protocol_section(p, ps, include_init)
+  found = probe_section.find(root)
+  if found is not None:
+    out += probe_section.markdown(*found)
   out += ["## Figures", "", "![Dice vs budget](dice_vs_budget.png)", "", note, ""]
   out += _runs_section(summaries, runs)
   return "\n".join(out) + "\n"
