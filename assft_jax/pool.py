@@ -1,8 +1,8 @@
 """The active-learning pool as a value: who is labeled (and when), who is queryable.
 
-The loop rebuilds a whole run from these JSON values. Strategies read a
-`Pool`, never mutate it; each transition of a round is a method that returns the next
-pool: `with_queried` (the oracle labelled the query) and `with_pseudo` (SSFT chose the
+The loop rebuilds a whole run from these JSON values. Strategies read a `Pool`, never
+mutate it; each transition of a round is a method that returns the next pool:
+`with_queried` (the oracle labelled the query) and `with_pseudo` (SSFT chose the
 pseudo-labelled cases, which §3.4 bars from the next query). The held-out test split is
 drawn here too, once per run, by `draw_split`.
 """
