@@ -42,7 +42,7 @@ demo: venv
 	$(PY) -m experiments.sweep --flagfile=experiments/flags/demo.flags \
 	    --strategies=assft,random+ssft,dkd_asd+sup --seeds=0 --jobs=2 --out=runs/demo
 
-# The evidence benchmark (issue 10; BUILD_NOTES "Evidence"): first its statistical power
+# The evidence benchmark (RESULTS.md): first its statistical power
 # (resumes; runs/benchmark/power/power.json), then every arm of the paper's Table 1 and
 # both compute-matched controls over 5 seeds, two cells at a time, then the report.
 # `make ablations` adds the arms of Tables 6 and 7 to the same report. Both resume.

@@ -1,4 +1,4 @@
-"""One typed, frozen config for a run, and the one declaration of every run flag (STYLE.md §3).
+"""One typed, frozen config for a run, and the one declaration of every run flag.
 
 Each field below is declared once, with `option(default, help=..., choices=...)`
 (`assft_jax.declare`). `assft_jax.flags` defines one absl flag per field, named as the

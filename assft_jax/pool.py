@@ -1,8 +1,8 @@
 """The active-learning pool as a value: who is labeled (and when), who is queryable.
 
-The loop rebuilds a whole run from these JSON values (STYLE.md §6). Strategies read a
-`Pool`, never mutate it; each transition of a round is a method that returns the next
-pool: `with_queried` (the oracle labelled the query) and `with_pseudo` (SSFT chose the
+The loop rebuilds a whole run from these JSON values. Strategies read a `Pool`, never
+mutate it; each transition of a round is a method that returns the next pool:
+`with_queried` (the oracle labelled the query) and `with_pseudo` (SSFT chose the
 pseudo-labelled cases, which §3.4 bars from the next query). The held-out test split is
 drawn here too, once per run, by `draw_split`.
 """
@@ -108,7 +108,7 @@ def draw_split(
   seed: int,
   groups: Mapping[str, str] | None = None,
 ) -> dict[str, list[str]]:
-  """{"test": ids, "pool": ids}: the held-out test split, drawn by seed (DESIGN §2).
+  """{"test": ids, "pool": ids}: the held-out test split, drawn by seed.
 
   Test cases come from the cases with a label (they are scored); their number is
   round(test_fraction × all cases), at least 1. The pool keeps every other case in

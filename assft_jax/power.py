@@ -1,4 +1,4 @@
-"""Statistical power of a benchmark (issue 10, step 1): can it tell case choices apart?
+"""Statistical power of a benchmark: can it tell case choices apart?
 
 Two numbers, measured before any strategy is compared:
 - training noise: one fixed labeled set trained with several training seeds; the SD of
@@ -9,10 +9,11 @@ Two numbers, measured before any strategy is compared:
   Dice.
 
 A benchmark separates strategies when the effect is several times the noise (the
-issue asks for 4×). Every training starts from F(0) and runs `steps` optimiser steps,
-as many as a run's labeled set sees by its last round. The split is the seed-0 split
-of the run settings and stays fixed; only the training seed varies. Each (set, seed)
-cell is a workdir under `out` and is skipped once done, so the measurement resumes.
+report asks for 4×, `report.power.TARGET_RATIO`). Every training starts from F(0) and
+runs `steps` optimiser steps, as many as a run's labeled set sees by its last round. The
+split is the seed-0 split of the run settings and stays fixed; only the training seed
+varies. Each (set, seed) cell is a workdir under `out` and is skipped once done, so the
+measurement resumes.
 """
 
 from __future__ import annotations

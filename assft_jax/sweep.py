@@ -7,7 +7,7 @@ compute-matched control (`--nossft --stage3=supervised`: a second supervised sta
 the same length instead of SSFT). The names `lower_bound` and `upper_bound` make cells of
 the bound runs (`--lower_bound` / `--upper_bound`). A cell whose summary.json says
 `"complete": true` is skipped; any other cell is (re)started with the same command,
-which resumes it (issue #6 §4).
+which resumes it.
 
 With `jobs` > 1, that many cells run at once, each pinned to its own share of the CPUs
 (`cpu_slots`: XLA sizes its thread pools from the process's affinity mask) and logging

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TOL = 1e-4  # max abs, float32 (issue #2); never loosened
+TOL = 1e-4  # max abs, float32; never loosened
 
 
 def randomise(net, seed: int = 0):

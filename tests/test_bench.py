@@ -207,7 +207,7 @@ def test_scores_quick_path_runs(monkeypatch, capsys):
 @pytest.mark.slow
 def test_model_quick_path_runs_and_skips_native_alike_in_both_passes(monkeypatch):
   """A 2-level net at 16^3, two configs; a budget of 0 s skips native at the second
-  config (the first always runs it) in both passes. 12 compiles: ~1-3 min."""
+  config (the first always runs it) in both passes. 12 compiles, hence slow."""
   from experiments.benchmarks import model
 
   monkeypatch.setattr(model, "ARCH", dict(in_channels=1, out_channels=2, blocks_down=(1, 1)))
@@ -230,7 +230,7 @@ def test_model_quick_path_runs_and_skips_native_alike_in_both_passes(monkeypatch
 
 @pytest.mark.slow
 def test_ops_quick_path_runs(monkeypatch):
-  """20 small compiles: ~40 s on the shared machine."""
+  """20 small compiles, hence slow."""
   from experiments.benchmarks import ops
 
   monkeypatch.setattr(ops, "QUICK_SIZE", 8)

@@ -186,7 +186,7 @@ def _ground_truth_paths(cache: Path) -> dict[str, Path]:
   return {Path(t["label"]).name.replace(".nii.gz", ""): root / t["label"] for t in meta["training"]}
 
 
-@pytest.mark.slow  # about 90 s on the 2-core machine: round 0 trains, round 1 queries
+@pytest.mark.slow  # round 0 trains, round 1 queries
 def test_manifest_run_writes_preannotations_and_status_reports(tmp_path):
   labels, ann, wd, cache = (tmp_path / n for n in ("labels", "to_label", "wd", "cache"))
   cfg = run_flags.parse(

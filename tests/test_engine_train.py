@@ -229,7 +229,7 @@ def test_deep_supervision_step_matches_numpy_reference(setup, tmp_path):
   np.testing.assert_allclose(evals[2], evals[1], rtol=1e-6, atol=1e-6)
 
 
-# ---- no host sync per step (issue 13 §4) ---------------------------------------------
+# ---- no host sync per step -----------------------------------------------------------
 
 
 def _counting(step):

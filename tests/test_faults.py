@@ -1,7 +1,6 @@
-"""Faults in a run's state (issue #14 §2, §4, §5): a damaged last round, a full disk, a
-NaN. Each starts from a copy of the shared smoke run (conftest.py), so a rerun pays for
-round 2 only, and the run must end with the uninterrupted run's queries, pseudo-labels
-and Dice (within 1e-4).
+"""Faults in a run's state: a damaged last round, a full disk, a NaN. Each starts from a
+copy of the shared smoke run (conftest.py), so a rerun pays for round 2 only, and the run
+must end with the uninterrupted run's queries, pseudo-labels and Dice (within 1e-4).
 """
 
 from __future__ import annotations

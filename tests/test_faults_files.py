@@ -1,6 +1,6 @@
-"""Faults around a run (issue #14 §3, §6, §7): a second run on the workdir, two processes
-filling one cache, annotators' files that are half-written or on another grid, and (slow)
-a run with HOME and the current directory read-only that writes nowhere else."""
+"""Faults around a run: a second run on the workdir, two processes filling one cache,
+annotators' files that are half-written or on another grid, and (slow) a run with HOME and
+the current directory read-only that writes nowhere else."""
 
 from __future__ import annotations
 

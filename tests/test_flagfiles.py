@@ -1,8 +1,9 @@
 """Every flagfile parses into a valid RunConfig, and the paper protocols carry §4's numbers.
 
-The resolved config is also checked field by field against one built here from today's
-defaults and the flagfile's own lines: a workdir compares its config.json on resume, so a
-refactoring of the flags must not change a single value, type or key.
+The resolved config is also checked field by field against one built here from the
+declared defaults (DEFAULTS) and the flagfile's own lines: a workdir compares its
+config.json on resume, so a refactoring of the flags must not change a single value, type
+or key.
 """
 
 from __future__ import annotations

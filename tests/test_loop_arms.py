@@ -1,4 +1,4 @@
-"""The arms of issue #10 on the smoke flagfile: the compute-matched control
+"""The benchmark's arms on the smoke flagfile: the compute-matched control
 (--stage3=supervised), Table 8's unlabeled Dice, and round 0 shared across the arms of a
 seed through the cache.
 

@@ -76,9 +76,9 @@ def test_s2d_conv_gradient_equals_native_on_both_backward_paths(cin, cout):
 
 def test_s2d_conv_backward_holds_few_copies_of_its_input():
   """The custom backward's kernel gradient keeps one shifted copy of the input live, not
-  one per tap: as 27 unrolled GEMMs the if32 train step at 96^3 needed 45 GB of XLA
-  scratch (BUILD_NOTES, issue 13). Its compiled scratch stays under 12 input sizes (the
-  unrolled form took about 30)."""
+  one per tap: as 27 unrolled GEMMs XLA keeps every shifted copy live, and the train step
+  at CT-FM's width (if32, 96^3) runs out of memory. Its compiled scratch stays under 12
+  input sizes (the unrolled form holds more than twice that)."""
   from assft_jax.models import layers
 
   c = layers.TAP_GRAD_MIN_CHANNELS

@@ -41,7 +41,7 @@ def test_percent_budgets_follow_the_pool():
   _, rounds = plan.plan_rounds(cfg("--budget=10%", "--rounds=5"), 150)
   assert plan.lifted_rounds(rounds) == []
   # 20 % of 150 = 30 per round over 3 rounds: round 3 has 149 - 60 = 89 unlabeled and
-  # 60 excluded, 29 < 30 queryable: the user in the issue's example hits it there.
+  # 60 excluded, 29 < 30 queryable: round 3's query lifts the exclusion.
   _, rounds = plan.plan_rounds(cfg("--budget=20%", "--rounds=3"), 150)
   assert plan.lifted_rounds(rounds) == [3] and rounds[2].queryable == 89
 

@@ -1,4 +1,4 @@
-"""The report's power section (DESIGN §4) from a made-up power.json, its absence, the
+"""The report's power section from a made-up power.json, its absence, the
 --power flag, and the run's `--budget` text read from summary.json before config.json.
 
 The power.json numbers are chosen here and their printed forms derived in comments.

@@ -9,7 +9,7 @@ import pytest
 from assft_jax.scoring import assft, embed_kernels
 from tests import _assft_reference as ref64
 
-RTOL = 1e-5  # issue 13 §3; never loosened
+RTOL = 1e-5  # never loosened
 N, F = 10_000, 512
 TOPS = (4, 50)
 

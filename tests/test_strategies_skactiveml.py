@@ -97,7 +97,7 @@ def test_badge_first_pick_and_d2_distributions_match(seed):
   skactiveml's own earlier picks, our D^2 sampling distribution matches its utilities
   (rtol 1e-5) except for one documented difference: skactiveml's running minimum
   starts from ||g||^2, i.e. it also counts the origin as a center, which the original
-  BADGE (Ash et al.) and DESIGN.md do not; the test checks both against plain numpy D^2.
+  BADGE (Ash et al.) and this implementation do not; the test checks both against plain numpy D^2.
   The random draws come from different generators (np.random.Generator vs RandomState)
   and are not compared."""
   rng, p, y, ids, pool = _data(seed)

@@ -81,7 +81,7 @@ def test_dkd_asd_scores_only_the_queryable_cases():
     pd[order[c]] = np.sum(w * (1 - un[order[:c]] @ un[order[c]])) / w.sum()
   dkd = pakd * pd
   # The float64 definition (scoring.assft) is this rewrite; the strategies use the
-  # float32 device kernels, held to the issue-13 contract of 1e-5 relative to it.
+  # float32 device kernels, held to 1e-5 relative to it (test_scoring_embed_kernels).
   np.testing.assert_allclose(ref64.dkd(e0, er), dkd, rtol=1e-10)
   n = len(q)
   score = (rankdata(dkd) - 1) / (n - 1) + (rankdata(stats["asd"][q]) - 1) / (n - 1)

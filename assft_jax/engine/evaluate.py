@@ -1,4 +1,4 @@
-"""Test-split evaluation (DESIGN §2 "Evaluation").
+"""Test-split evaluation.
 
 Per case and foreground class c: Dice = 2|P_c ∩ G_c| / (|P_c| + |G_c|); a class absent
 from both the ground truth and the prediction is excluded (NaN), not counted as 1.

@@ -1,7 +1,7 @@
 """Predictions of a sliding-window pass, one case at a time: hard argmax labels for
-pseudo-labels (DESIGN §2: hard argmax of the current model) and the test-split
-evaluation, and `Prediction` (labels, voxel entropy, optionally the softmax) for the
-predict command and the annotators' pre-annotations."""
+pseudo-labels (the current model's hard argmax) and the test-split evaluation, and
+`Prediction` (labels, voxel entropy, optionally the softmax) for the predict command and
+the annotators' pre-annotations."""
 
 from __future__ import annotations
 

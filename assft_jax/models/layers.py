@@ -1,7 +1,7 @@
 """Layers of the SegResNet family that need exact PyTorch semantics.
 
 Every conv kernel is stored channels-last as `(kd, kh, kw, in, out)` whatever the
-implementation used to apply it, so one set of weights serves every `conv_impl` value
+implementation that applies it, so one set of weights serves every `conv_impl` value
 (and the weight port has a single layout per key). `"onednn"` (the CPU default where its
 extension is built, `onednn.py`) runs all three convs below as oneDNN primitives; the
 XLA paths are:
@@ -66,9 +66,9 @@ def down_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   -> [B, D/2, H/2, W/2, O], as 8 GEMMs, one per block offset (od, oh, ow) in {-1, 0}^3,
   each over the phases that offset reads (_DOWN_READS): 27 taps, no zero ones.
 
-  Why: XLA:CPU's strided 3D conv is slow, and so is its input gradient; the former
-  space-to-depth + 2x2x2 conv multiplied 64 taps for 27 useful ones and its gradient ran
-  at 3-4 GFLOP/s here. Same products; only the order of the sums differs.
+  Why: XLA:CPU's strided 3D conv is slow, and so is its input gradient; a space-to-depth
+  + 2x2x2 conv would multiply 64 taps for 27 useful ones, and XLA:CPU's gradient of it is
+  slow as well. Same products; only the order of the sums differs.
   """
   _, d, h, w, _ = x.shape
   n = (d // 2, h // 2, w // 2)
@@ -89,8 +89,8 @@ def up_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   as 8 GEMMs, one per output phase, each over the shifted inputs that phase reads
   (_UP_READS): 27 taps, no zero ones; then the phases are interleaved.
 
-  Why: XLA:CPU's lhs-dilated conv and the gradient of the former 2x2x2 phase conv (64
-  taps for 27) ran at 6-7 GFLOP/s here. Same products; only the order of the sums differs.
+  Why: XLA:CPU's lhs-dilated conv is slow, and so is its gradient of a 2x2x2 phase conv
+  (64 taps for 27). Same products; only the order of the sums differs.
   """
   _, d, h, w, c = x.shape
   xp = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 1), (0, 0)))
@@ -171,7 +171,7 @@ def _stack_depth_taps(x: jax.Array, hw_pad: int) -> jax.Array:
 
 def _depth_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """3x3x3 conv, stride 1, pad 1, with the depth taps folded into channels: one 2D conv
-  over [B*D, H, W, 3*I]. XLA:CPU's 2D convs are ~6x faster than its 3D ones. Costs 3x
+  over [B*D, H, W, 3*I]. XLA:CPU's 2D convs are much faster than its 3D ones. Costs 3x
   the input's memory for the stacked copy."""
   b, d, h, w, cin = x.shape
   xs = _stack_depth_taps(x, 0)
@@ -194,11 +194,11 @@ def _conv3_s2d_fwd(x, kernel):
 def _conv3_s2d_bwd(res, g):
   """The input gradient is the same conv of g with the flipped, in/out-swapped kernel.
   The kernel gradient is 9 GEMMs, one per (kh, kw) tap, of the depth-folded input
-  [B, D, H+2, W+2, 3I] shifted by that tap against g, contracted over every voxel: on
-  2x32^3x64 XLA:CPU's own weight gradient of the folded 2D conv took 4.3-4.7 s here, the
-  per-tap GEMMs 0.54-0.58 s (BUILD_NOTES, issue 13 §2). The 9 run in a `lax.map`, so one
-  shifted copy is live at a time: as 27 unrolled GEMMs XLA kept every shifted copy of x
-  live and the if32 train step at 96^3 needed 45 GB (12.6 GB without this backward)."""
+  [B, D, H+2, W+2, 3I] shifted by that tap against g, contracted over every voxel: at
+  64 channels these GEMMs are several times faster than XLA:CPU's own weight gradient of
+  the folded 2D conv (PERFORMANCE.md). The 9 run in a `lax.map`, so one shifted copy is
+  live at a time: unrolled as 27 GEMMs, XLA keeps every shifted copy of x live, and the
+  train step at CT-FM's width (if32, 96^3) runs out of memory."""
   x, kernel = res
   dx = _depth_folded(g, kernel[::-1, ::-1, ::-1].swapaxes(3, 4))
   b, d, h, w, cin = x.shape
@@ -217,10 +217,9 @@ _conv3_s2d.defvjp(_conv3_s2d_fwd, _conv3_s2d_bwd)
 
 
 # The per-tap kernel gradient pays for itself from 32 channels on (XLA:CPU's own weight
-# gradient of the folded conv degrades there: 2x32^3x64 fwd+bwd 2.23 s against 0.61 s on
-# 2 cores). Below it the 27 thin GEMMs are memory-bound and XLA's gradient wins: at
-# 2x32^3x8 (the benchmark's level 0) 20 ms against 36 ms, and a benchmark cell's train step
-# ran at half speed with them (BUILD_NOTES, issue 13 §2, session 6).
+# gradient of the folded conv degrades there). Below it the thin per-tap GEMMs are
+# memory-bound and XLA's gradient wins: at 8 channels (the benchmark's level 0) the per-tap
+# form is slower, enough to halve a benchmark cell's train step rate (PERFORMANCE.md).
 TAP_GRAD_MIN_CHANNELS = 32
 
 

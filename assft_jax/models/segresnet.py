@@ -289,8 +289,8 @@ def init_variables(
   Kaiming init), zero biases, unit norm scales, running mean 0 / var 1.
 
   Drawn on the host with numpy, seeded from `rng`: on XLA:CPU every jax.random call
-  compiles threefry for seconds per parameter shape, which made `module.init` take ~30 s
-  even for a tiny net. Same distributions as the modules' own initialisers.
+  compiles threefry anew for each parameter shape, which makes `module.init` slow even
+  for a tiny net. Same distributions as the modules' own initialisers.
   `spatial` only has to pass the divisibility check; the parameters do not depend on it.
   """
   shapes = abstract_variables(module, spatial)

@@ -3,8 +3,8 @@
 A sweep directory holds one workdir per cell (`DIR/<strategy>/seed_<k>/`), but any
 directory tree works: every `summary.json` below DIR is one run. DIR may itself be a
 single run's workdir. A run's per-round budget is read from its summary
-(`budget_per_round`, and `budget`: `--budget` as given; older summaries lack it, and then
-the run's `config.json` gives it), so runs with different budgets never pool.
+(`budget_per_round`, and `budget`: `--budget` as given; for a summary without it, the
+run's `config.json` gives it), so runs with different budgets never pool.
 """
 
 from __future__ import annotations
@@ -148,16 +148,16 @@ class RoundResult:
   # Stage-1 Dice of every unlabeled case with ground truth (Table 8); empty without SSFT.
   unlabeled_dice: Mapping[str, float]
   # Per-case HD95 (mm) and NSD (fraction) of the test cases, NaN where excluded; empty in
-  # summaries written before the surface metrics.
+  # a summary that does not record them.
   hd95_per_case: Mapping[str, float] = dataclasses.field(default_factory=dict)
   nsd_per_case: Mapping[str, float] = dataclasses.field(default_factory=dict)
   nsd_tolerance_mm: float | None = None
-  # The conv kernel that made the round (None in summaries written before it was recorded)
+  # The conv kernel that made the round (None in a summary that does not record it)
   # and whether §3.4's exclusion was lifted for its query (assft_jax/plan.py).
   conv_impl: str | None = None
   exclusion_lifted: bool = False
   # Dice of the round's model on every target-pool case with ground truth (the pool
-  # protocols, `protocol_view`); empty in summaries written before it was recorded.
+  # protocols, `protocol_view`); empty in a summary that does not record it.
   pool_dice_per_case: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
   @property

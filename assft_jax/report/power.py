@@ -1,4 +1,4 @@
-"""The benchmark's statistical power (DESIGN §4), read from the `power.json` that
+"""The benchmark's statistical power, read from the `power.json` that
 `assft_jax.power` writes, shown at the top of the report and beside every comparison.
 
 Training noise: the SD of the mean test Dice of one labeled set over training seeds.
@@ -20,7 +20,7 @@ from assft_jax.report.collect import ReportError
 from assft_jax.report.fmt import fmt_p, markdown_table, mean_sd, pct
 
 DEFAULT = Path("power") / "power.json"  # below the report's root, as experiments.power writes
-TARGET_RATIO = 4.0  # issue #10: the effect must be at least 4x the noise
+TARGET_RATIO = 4.0  # the effect must be at least 4x the noise
 SETS = ("well", "poor")
 
 

@@ -12,11 +12,11 @@ the plain float32 form:
   (= |b| (u_a - u_b)), |b| - |a| = (2 a.(b - a) + |b - a|^2) / (|a| + |b|), a the row of
   smaller norm: nearly equal rows then keep relative precision, because b - a is formed
   from the raw values (exactly, where they agree to a factor of 2). |u0 - ur|^2 / 2 of
-  float32 unit vectors was 1.3e-5 off at PAKD ~ 5e-7 (er = e0 + 1e-3 noise);
+  float32 unit vectors is 1.3e-5 off at PAKD ~ 5e-7 (er = e0 + 1e-3 noise);
 - PD sums |s_c - s_j|^2 / 2 around the pool's mean direction mu (t = s - mu):
   PD_c = (T_c |t_c|^2 - 2 t_c . W_c + Q_c) / (2 T_c), T_c = c (c - 1) / 2, with the same
   double cumulative sums as `assft._pd_unit` (W_c of t, Q_c of |t|^2). The sums cancel
-  only down to the pool's spread, not down to 1: 1 - s_c . W_c / T_c was 2e-5 off on
+  only down to the pool's spread, not down to 1: 1 - s_c . W_c / T_c is 2e-5 off on
   tight clusters (PD ~ 6e-3);
 - rows are scaled by an exact power of two before any square, so float32's range
   is not a limit (1e-20 or 1e20 embeddings are scored like unit ones).
@@ -147,7 +147,7 @@ def semantic_distance(emb: jax.Array, anchors: jax.Array) -> jax.Array:
   """Eq. 25: min over anchors of 1 - cos. emb [K, F], anchors [A, F] -> [K] float32.
 
   A matmul of unit rows, centred on the anchors' mean, finds each case's `_REFINE` nearest
-  anchors (uncentred, float32 missed the nearest on a tight cluster, D ~ 2e-4, off by
+  anchors (uncentred, float32 misses the nearest on a tight cluster, D ~ 2e-4, off by
   2e-3); those are re-measured with the difference form, so a case that nearly repeats an
   anchor keeps its precision.
   `_BLOCK` cases at a time. As in the reference, a zero row is at distance 1 from all.

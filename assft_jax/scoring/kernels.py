@@ -1,6 +1,6 @@
 """Jitted voxel maps and per-case reductions over softmax outputs; blockwise embedding maths.
 
-Conventions (DESIGN.md §2):
+Conventions:
   probs: [N, D, H, W, C] float32, softmax over C, class 0 = background.
   Voxel maps are per case [D, H, W] and are vmapped over N; reductions give [N].
   Entropies use the natural log and 0·log 0 = 0 (`jax.scipy.special.entr`).
@@ -23,7 +23,7 @@ UGTST_BINS = 100
 
 
 def temperature(r: int, R: int) -> float:
-  """Eq. 7: tau(r) = 3 - 1.5 log r / log R; tau = 3 when R = 1 (DESIGN.md §2)."""
+  """Eq. 7: tau(r) = 3 - 1.5 log r / log R; tau = 3 when R = 1 (log R = 0 there)."""
   if int(R) < 1 or int(r) < 1:
     raise ValueError(f"temperature needs rounds r >= 1 and R >= 1, got r={r}, R={R}")
   if int(R) == 1:

@@ -1,15 +1,15 @@
 """The strategy interface, its input checks and the name registry.
 
-A strategy is data in, ids out (STYLE.md §5):
+A strategy is data in, ids out:
 `select(stats, pool, budget, rng, *, r=None, R=None, allow_all=False, **options) -> Selection`.
   stats:   dict of numpy arrays aligned on stats["ids"] (labeled and unlabeled cases);
-           scalar keys are [N], embeddings [N, F] (see BUILD_NOTES "Module contracts").
+           scalar keys are [N], embeddings [N, F].
   pool:    assft_jax.pool.Pool; only `pool.queryable` may be returned.
   budget:  how many ids to return (>= 1, <= len(pool.queryable); with `allow_all=True`
            a larger budget returns every queryable case, in the strategy's order).
   rng:     np.random.Generator, the only source of randomness.
   r, R:    the round and the number of rounds. Every strategy accepts them; none reads
-           them today (the ASD temperature is applied in the scoring pass).
+           them (the ASD temperature is applied in the scoring pass).
   options: the strategy's own keywords, declared at `register` (e.g. sann_pool); any
            other keyword is a StrategyError, so a misspelled option cannot pass silently.
 

@@ -1,4 +1,4 @@
-"""Hybrid medical-segmentation baselines: SANN, UGTST, CUP (DESIGN.md §2 table)."""
+"""Hybrid medical-segmentation baselines: SANN, UGTST, CUP."""
 
 from __future__ import annotations
 
@@ -69,6 +69,6 @@ def ugtst(table: Table, budget: int, rng: np.random.Generator, *, ugtst_pool: in
 def cup(table: Table, budget: int, rng: np.random.Generator, *, cup_pool: int = 2) -> Picked:
   """CUP (Wang et al. 2024b) cascade as in its official code: the top `cup_pool`·N_B by
   summed voxel entropy, then the top N_B by predicted foreground fraction. (The paper's
-  text says "low uncertainty"; DESIGN.md §2 follows the code.)"""
+  text says "low uncertainty"; this implementation follows the code.)"""
   cand = top(table.get("usum"), min(cup_pool * budget, len(table.cand)))
   return cand[top(table.get("fg_frac")[cand], budget)], {}

@@ -20,7 +20,7 @@ def pick_initial(
   first:  ids[0].
   random: uniform from np.random.default_rng([seed, 0]) (stream 0: the init's own).
   medoid: the case whose unit E(0) embedding has the largest dot product with the mean
-          unit embedding, i.e. the smallest cosine distance to it (DESIGN §2); ties:
+          unit embedding, i.e. the smallest cosine distance to it; ties:
           the first in `ids`. embed0(ids) -> [len(ids), F] is called for this rule only
           (an encoder pass over the pool).
   """

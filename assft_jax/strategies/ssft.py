@@ -12,7 +12,7 @@ from assft_jax.strategies.base import StrategyError, check_inputs, top
 
 
 def n_su(n_b: int, r: int, n_unlabeled: int) -> int:
-  """N_SU = N_B · r, capped at the number of unlabeled cases (DESIGN.md §2)."""
+  """N_SU = N_B · r, capped at the number of unlabeled cases."""
   return int(max(0, min(n_b * r, n_unlabeled)))
 
 

@@ -150,7 +150,7 @@ print(json.dumps({"n": len(out["ids"]), "rss": vols.rss,
 def rss_rows(size: int) -> list[dict]:
   """Peak RSS (VmHWM, includes XLA compilation), RSS after the last case, and the
   RSS growth after the first (compiling) case: max(RSS at case k >= 2) - RSS at case 2.
-  (Observed at 64^3: RSS settles within ~10 cases and then stays flat.)"""
+  (RSS settles over the first few cases; after that it should stay flat.)"""
   res = {}
   for n in (8, 32):
     proc = subprocess.run(

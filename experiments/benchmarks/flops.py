@@ -2,9 +2,10 @@
 
 Counts 2 * MACs of every conv as MONAI computes it (stride-2 3x3x3 downsample, stride-2
 transposed 3x3x3 upsample, 3x3x3 block convs, 1x1x1 heads); norms, activations and the
-loss are left out (they are < 2 % here). The GFLOP/s of both impls are reported against
-this same useful work (the "s2d" block convs multiply no zero taps). A train step is
-counted as 3x the forward (forward + input grad + weight grad), the usual convention.
+loss are left out (a small fraction of the conv FLOPs). The GFLOP/s of both impls are
+reported against this same useful work (the "s2d" block convs multiply no zero taps). A
+train step is counted as 3x the forward (forward + input grad + weight grad), the usual
+convention.
 """
 
 from __future__ import annotations

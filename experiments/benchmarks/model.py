@@ -8,7 +8,7 @@ S = 64 and 96 (quick: S = 32), side by side on the same CPU:
   state) vs torch forward + MONAI DiceCELoss + backward + AdamW.step;
 for conv_impl "onednn" (where its extension is built), "s2d" and "native". Native runs first at the smallest config; larger configs
 run native only if its measured FLOP rate predicts a train step <= NATIVE_BUDGET_S
-(XLA:CPU's strided/transposed 3D convs are ~10x slower); skipped cells are rows with a
+(XLA:CPU's strided/transposed 3D convs are far slower); skipped cells are rows with a
 note and no time. The contenders of a cell (s2d, native, MONAI) are timed round-robin by
 the shared timer (timing.py: warm-up, then `REPEATS` rounds; quick: 2), and every
 configuration is measured in 2 passes (all configurations, then all again, each pass

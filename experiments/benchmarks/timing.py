@@ -34,7 +34,7 @@ def repeats(quick: bool) -> int:
 def block(x: Any) -> Any:
   """Waits for the JAX arrays in x (other leaves pass through; torch is synchronous on
   CPU); returns x. A computation that failed raises here: a bench must never time an
-  error (an out-of-memory train step once showed as 8 ms because this swallowed it)."""
+  error (a swallowed out-of-memory failure would pass for a very fast train step)."""
   import jax
 
   return jax.block_until_ready(x)
