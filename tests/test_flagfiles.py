@@ -133,8 +133,24 @@ def resolved(want: dict) -> dict:
   return want
 
 
+def _expand(lines: list[str]) -> list[str]:
+  """`--flagfile=F` lines replaced by F's own lines (absl reads nested flagfiles in place;
+  a relative F is taken from the repository's root, as the Makefile runs them)."""
+  out = []
+  for line in lines:
+    name, eq, text = line.strip().partition("=")
+    if name == "--flagfile" and eq:
+      path = Path(text) if Path(text).is_absolute() else FLAGS_DIR.parents[1] / text
+      out += _expand(path.read_text().splitlines())
+    else:
+      out.append(line)
+  return out
+
+
 def expected_config(lines: list[str]) -> dict:
-  """DEFAULTS with `--name=value` / `--name` / `--noname` lines applied, `resolved`."""
+  """DEFAULTS with `--name=value` / `--name` / `--noname` lines applied (nested flagfiles
+  expanded), `resolved`."""
+  lines = _expand(lines)
   want = copy.deepcopy(DEFAULTS)
   home = {k: want for k in want if not isinstance(want[k], dict)}
   home |= {k: sub for sub in want.values() if isinstance(sub, dict) for k in sub}
