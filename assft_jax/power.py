@@ -35,6 +35,13 @@ from assft_jax import workdir as wd_lib
 log = logging.getLogger("assft_jax.power")
 
 SETS = ("well", "poor")
+RULES = {
+  "strata": "well: every stratum of --stratify_by in its share of the pool; poor: the "
+  "largest stratum only",
+  "similarity": "well: k-center greedy on the cases' E(0) embeddings (cosine) from their "
+  "medoid, a set that covers the pool; poor: the k mutually most similar cases (the case "
+  "whose k - 1 nearest neighbours are closest, and those neighbours)",
+}
 
 
 def choose_sets(pool: Sequence[str], groups: Mapping[str, str], k: int) -> dict[str, list[str]]:
@@ -82,6 +89,38 @@ def run_extent(cfg: config_lib.RunConfig, pool_size: int) -> tuple[int, int]:
   return 1 + cfg.al.rounds * n_b, steps
 
 
+def similarity_sets(ids: Sequence[str], emb: np.ndarray, k: int) -> dict[str, list[str]]:
+  """{"well": ids, "poor": ids}, k each, from E(0) embeddings [N, F] (in the order of ids).
+
+  well: k-center greedy under cosine distance, starting from the medoid (the case nearest
+        the mean unit embedding): each next case is the one farthest from those chosen, so
+        the set covers the pool as Core-set's query would;
+  poor: the k mutually most similar cases: the case whose k - 1 nearest neighbours are
+        closest (smallest sum of distances), with those neighbours, as a query that ranks
+        by one score without diversity can draw near-duplicates.
+  """
+  n = len(ids)
+  if not 2 <= k <= n:
+    raise config_lib.ConfigError(f"--set_size={k}: needs 2 to {n} cases (the pool)")
+  u = np.asarray(emb, np.float64)
+  u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+  dist = np.clip(1.0 - u @ u.T, 0.0, 2.0)
+  chosen = [int(np.argmax(u @ u.mean(axis=0)))]
+  nearest = dist[chosen[0]].copy()
+  while len(chosen) < k:
+    nxt = int(np.argmax(np.where(np.isin(np.arange(n), chosen), -1.0, nearest)))
+    chosen.append(nxt)
+    nearest = np.minimum(nearest, dist[nxt])
+  others = dist + np.diag(np.full(n, np.inf))  # a case is not its own neighbour
+  order = np.argsort(others, axis=1, kind="stable")[:, : k - 1]
+  centre = int(np.argmin(np.take_along_axis(others, order, axis=1).sum(axis=1)))
+  poor = {centre, *order[centre].tolist()}
+  return {
+    "well": [c for i, c in enumerate(ids) if i in set(chosen)],
+    "poor": [c for i, c in enumerate(ids) if i in poor],
+  }
+
+
 def _steps_per_epoch(cfg: config_lib.RunConfig, k: int) -> int:
   """--steps_per_epoch, or one pass over a set of k cases."""
   return cfg.train.steps_per_epoch or math.ceil(k / cfg.train.batch_size)
@@ -93,23 +132,38 @@ def measure(
   seeds: Sequence[int],
   k: int | None = None,
   steps: int | None = None,
+  rule: str = "strata",
 ) -> dict:
   """Trains every (set, seed) cell not yet done; returns and writes OUT/power.json.
 
-  k and steps default to `run_extent` of the run settings.
+  k and steps default to `run_extent` of the run settings. rule: how the two sets are
+  chosen (`RULES`): by the strata of --stratify_by, or by similarity of the cases' E(0)
+  embeddings (for data without strata that matter). The per-stratum Dice is reported
+  wherever --stratify_by gives strata.
   """
-  if not cfg.data.stratify_by:
+  if rule not in RULES:
+    raise config_lib.ConfigError(f"--sets={rule!r}: expected one of {', '.join(RULES)}")
+  if rule == "strata" and not cfg.data.stratify_by:
     raise config_lib.ConfigError(
-      "--stratify_by is empty: the power measurement needs the strata (e.g. scanner,hard)"
+      "--stratify_by is empty: the power measurement's strata sets need it (e.g. "
+      "scanner,hard), or choose the sets by similarity (--sets=similarity)"
     )
   out = Path(out)
   base = dataclasses.replace(cfg, seed=0, workdir=str(out / "split"))
   data = components.open_data(base, out / "split")
-  groups = data_lib.case_groups(data.dataset, cfg.data.stratify_by)
-  run_k, run_steps = run_extent(cfg, len(data.split["pool"]))
+  pool = data.split["pool"]
+  groups = (
+    data_lib.case_groups(data.dataset, cfg.data.stratify_by)
+    if cfg.data.stratify_by
+    else dict.fromkeys(data.dataset.ids, "all")
+  )
+  run_k, run_steps = run_extent(cfg, len(pool))
   k = run_k if k is None else k
   steps = run_steps if steps is None else steps
-  sets = choose_sets(data.split["pool"], groups, k)
+  if rule == "strata":
+    sets = choose_sets(pool, groups, k)
+  else:
+    sets = similarity_sets(pool, components.Trainer.open(base, data).embed0(pool), k)
   spe = _steps_per_epoch(cfg, k)
   cells = []
   for name in SETS:
@@ -137,7 +191,7 @@ def measure(
       log.info("%s seed %d: test Dice %.4f", name, s, cell["dice_mean"])
       cells.append(cell)
   result = summarize(cells, groups, data.split["test"])
-  result.update(set_size=k, steps=steps, seeds=list(seeds), sets=sets)
+  result.update(set_size=k, steps=steps, seeds=list(seeds), sets=sets, rule=RULES[rule])
   atomic.write_json(out / "power.json", result)
   return result
 

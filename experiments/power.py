@@ -33,6 +33,14 @@ flags.DEFINE_integer(
   "steps", None, "Optimiser steps per training (default: a run's steps by its end)."
 )
 flags.DEFINE_string("seeds", "0-4", "Training seeds, e.g. 0-4 or 0,1,2.")
+flags.DEFINE_enum(
+  "sets",
+  "strata",
+  ["strata", "similarity"],
+  "How the well and poorly chosen sets are drawn: strata = every --stratify_by stratum in "
+  "its share against the largest stratum only; similarity = a set covering the pool in "
+  "E(0) embedding space against the k mutually most similar cases.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -50,7 +58,7 @@ def main(argv):
     seeds = sweep.parse_seeds(FLAGS.seeds)
     if len(seeds) < 2:
       raise config_lib.ConfigError(f"--seeds={FLAGS.seeds}: the noise SD needs two seeds or more")
-    res = power.measure(cfg, out, seeds, k=FLAGS.set_size, steps=FLAGS.steps)
+    res = power.measure(cfg, out, seeds, k=FLAGS.set_size, steps=FLAGS.steps, rule=FLAGS.sets)
     for name in power.SETS:
       print(f"{name}: {100 * res['mean'][name]:.1f} ± {100 * res['sd'][name]:.1f} (Dice × 100)")
     print(

@@ -105,3 +105,18 @@ def test_a_cell_of_other_settings_is_refused_not_reused(tmp_path):
   for cell in (same, {"ids": ids, "steps": 960}):  # another kernel, or none recorded
     with pytest.raises(ConfigError, match="conv kernel"):
       power._check_cell(cell, tmp_path, ids, 960, "s2d")
+
+
+def test_similarity_sets_by_hand():
+  """Six unit directions in the plane: three tight ones at 0, 5 and 10 degrees, three
+  spread at 120, 200 and 300. The mean direction is near -2 degrees, so the medoid is
+  t0; k-center greedy adds the farthest from it (a200, 160 degrees away), then the
+  farthest from both (a120: 80 degrees from a200). The mutually most similar three are the
+  tight ones."""
+  angles = np.radians([0.0, 5.0, 10.0, 120.0, 200.0, 300.0])
+  emb = np.stack([np.cos(angles), np.sin(angles)], axis=1) * 3.0  # scale does not matter
+  ids = ["t0", "t5", "t10", "a120", "a200", "a300"]
+  sets = power.similarity_sets(ids, emb, 3)
+  assert sets == {"well": ["t0", "a120", "a200"], "poor": ["t0", "t5", "t10"]}
+  with pytest.raises(ConfigError, match="--set_size=7"):
+    power.similarity_sets(ids, emb, 7)

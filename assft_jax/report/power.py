@@ -41,6 +41,10 @@ class Power:
   set_size: int
   steps: int
   seeds: list[int]
+  rule: str = (
+    "well: every stratum of --stratify_by in its share of the pool; poor: the largest "
+    "stratum only"
+  )  # how the two sets were chosen (power.json's "rule"; older files: by strata)
 
   @property
   def meets_target(self) -> bool:
@@ -114,6 +118,7 @@ def load(path: Path) -> Power:
     set_size=_count(path, "set_size", d["set_size"]),
     steps=_count(path, "steps", d["steps"]),
     seeds=[_count(path, f"seeds[{i}]", s) for i, s in enumerate(seeds)],
+    **({"rule": str(d["rule"])} if "rule" in d else {}),
   )
 
 
@@ -160,9 +165,8 @@ def markdown(p: Power | None) -> list[str]:
       "",
     ]
   out += [
-    f"From `{p.path}` (`experiments.power`): a well-chosen labeled set (every stratum in "
-    f"its share of the pool) and a poorly chosen one (the largest stratum only), "
-    f"{p.set_size} cases each, each trained from F(0) for {p.steps} optimiser steps under "
+    f"From `{p.path}` (`experiments.power`): a well-chosen labeled set and a poorly chosen "
+    f"one ({p.rule}), {p.set_size} cases each, each trained from F(0) for {p.steps} optimiser steps under "
     f"{len(p.seeds)} training seeds and tested on {p.n_test} test cases. Dice × 100. A "
     f"benchmark can rank strategies only when the selection effect is several times the "
     f"training noise (target: {TARGET_RATIO:g}×).",
