@@ -243,7 +243,8 @@ class Job(Protocol):
   def wait(self) -> int: ...
 
 
-Launcher = Callable[[list[str], Path | None, frozenset[int] | None], Job]
+Launcher = Callable[[list[str], Path | None, frozenset[int] | None, dict | None], Job]
+"""launch(cmd, log file or None, CPUs to pin to or None, extra environment or None)."""
 
 
 def cpu_slots(jobs: int, cpus: Sequence[int] | None = None) -> list[frozenset[int] | None]:
@@ -259,10 +260,13 @@ def cpu_slots(jobs: int, cpus: Sequence[int] | None = None) -> list[frozenset[in
   return [frozenset(cpus[(i * k + j) % len(cpus)] for j in range(k)) for i in range(jobs)]
 
 
-def subprocess_launch(cmd: list[str], log: Path | None, cpus: frozenset[int] | None) -> Job:
+def subprocess_launch(
+  cmd: list[str], log: Path | None, cpus: frozenset[int] | None, env: dict | None = None
+) -> Job:
   """Starts cmd; with `log`, its stdout and stderr go there (appended: a resumed cell
   keeps its earlier attempts' lines), else to the console. With `cpus`, the child is
-  pinned to them before it starts (so XLA's pools are as large as its share)."""
+  pinned to them before it starts (so XLA's pools are as large as its share); `env` is
+  added to its environment (the accelerators it may use, `device_slots`)."""
   out = None
   if log is not None:
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -270,11 +274,86 @@ def subprocess_launch(cmd: list[str], log: Path | None, cpus: frozenset[int] | N
   pin = functools.partial(os.sched_setaffinity, 0, cpus) if cpus is not None else None
   try:
     return subprocess.Popen(
-      cmd, stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=pin
+      cmd,
+      stdout=out,
+      stderr=subprocess.STDOUT if out else None,
+      preexec_fn=pin,
+      env=None if not env else {**os.environ, **env},
     )
   finally:
     if out is not None:
       out.close()  # the child holds its own copy
+
+
+# The variable that names a process's accelerators, by platform.
+VISIBLE = {"gpu": "CUDA_VISIBLE_DEVICES", "tpu": "TPU_VISIBLE_CHIPS"}
+MEMORY_SHARE = 0.9  # of one device's memory, split between the processes sharing it
+
+
+def device_slots(
+  devices: Sequence[str], jobs: int, per_cell: int = 1, platform: str = "gpu"
+) -> list[dict[str, str]]:
+  """The environment of each of `jobs` parallel cells on an accelerator host: cell slot i
+  gets the i-th group of `per_cell` consecutive devices (round-robin once every group has
+  a cell). Processes that share a group neither preallocate device memory nor take more
+  than an equal part of MEMORY_SHARE of it (JAX's own default is one process taking 75 %
+  at once, which makes a second one fail). A TPU cell of one chip also gets the process
+  bounds of a single-chip process.
+
+  devices: the accelerators' ids (`visible_devices`), e.g. ["0", "1", "2", "3"].
+  """
+  if per_cell < 1:
+    raise SweepError(f"--devices_per_cell={per_cell}: must be at least 1 on {platform}")
+  if jobs < 1:
+    raise SweepError(f"--jobs={jobs}: must be at least 1")
+  groups = [list(devices[i : i + per_cell]) for i in range(0, len(devices), per_cell)]
+  groups = [g for g in groups if len(g) == per_cell]
+  if not groups:
+    raise SweepError(
+      f"--devices_per_cell={per_cell}: this host has {len(devices)} {platform} device(s)"
+    )
+  sharers = [sum(1 for i in range(jobs) if i % len(groups) == g) for g in range(len(groups))]
+  out = []
+  for i in range(jobs):
+    g = i % len(groups)
+    env = {VISIBLE[platform]: ",".join(groups[g])}
+    if platform == "tpu" and per_cell == 1:
+      env.update(TPU_CHIPS_PER_PROCESS_BOUNDS="1,1,1", TPU_PROCESS_BOUNDS="1,1,1")
+    if sharers[g] > 1:
+      share = f"{MEMORY_SHARE / sharers[g]:.2f}"
+      env.update(
+        XLA_PYTHON_CLIENT_PREALLOCATE="false",
+        XLA_CLIENT_MEM_FRACTION=share,
+        XLA_PYTHON_CLIENT_MEM_FRACTION=share,  # its name before jax 0.11
+      )
+    out.append(env)
+  return out
+
+
+def visible_devices(platform: str) -> list[str]:
+  """The ids of this host's accelerators, read without jax (the sweep's parent stays
+  free of it): GPUs from CUDA_VISIBLE_DEVICES when set, else nvidia-smi; TPU chips from
+  TPU_VISIBLE_CHIPS when set, else the /dev/accel* and /dev/vfio/<n> files. [] when none."""
+  var = os.environ.get(VISIBLE.get(platform, ""), "").strip()
+  if var:
+    return [d.strip() for d in var.split(",") if d.strip()]
+  if platform == "gpu":
+    try:
+      proc = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+      )
+    except (OSError, subprocess.SubprocessError):
+      return []
+    return [x.strip() for x in proc.stdout.splitlines() if x.strip()] if not proc.returncode else []
+  if platform == "tpu":
+    accel = sorted(Path("/dev").glob("accel*")) or sorted(
+      p for p in Path("/dev/vfio").glob("[0-9]*")
+    )
+    return [str(i) for i in range(len(accel))]
+  return []
 
 
 def _leaders(cells: Sequence[Cell]) -> dict[int, Cell]:
@@ -295,14 +374,20 @@ def run_sweep(
   jobs: int = 1,
   cpus: Sequence[int] | None = None,
   poll_s: float = 1.0,
+  envs: Sequence[dict[str, str]] | None = None,
 ) -> SweepResult:
   """Runs every incomplete cell, up to `jobs` at once; a failing cell never stops the
-  others. Ctrl-C terminates the running cells (they resume on the next sweep)."""
+  others. Ctrl-C terminates the running cells (they resume on the next sweep).
+
+  envs: one environment per slot (`device_slots`: the accelerators of each cell); then
+  the cells are not pinned to CPUs. Without it, each slot is pinned to its CPUs."""
   for f in flagfiles:
     if not Path(f).is_file():
       raise SweepError(f"--flagfile: {f} does not exist")
   check_extra(extra)
-  slots = cpu_slots(jobs, cpus)
+  if envs is not None and len(envs) != jobs:
+    raise SweepError(f"{len(envs)} device slots for --jobs={jobs}")
+  slots = [None] * jobs if envs is not None else cpu_slots(jobs, cpus)
   res = SweepResult()
   n = len(cells)
   tag = {c: f"[{i}/{n}] {c.name}" for i, c in enumerate(cells, 1)}
@@ -352,12 +437,18 @@ def run_sweep(
         changed = True
         cmd = run_command(c, flagfiles, extra)
         logfile = c.workdir / "run.log" if jobs > 1 else None
-        where = (
-          f" [cpus {','.join(map(str, sorted(slots[slot])))}; log {logfile}]" if logfile else ""
-        )
+        env = envs[slot] if envs is not None else None
+        where = ""
+        if logfile:
+          place = (
+            " ".join(f"{k}={v}" for k, v in env.items())
+            if env
+            else f"cpus {','.join(map(str, sorted(slots[slot])))}"
+          )
+          where = f" [{place}; log {logfile}]"
         log(f"{tag[c]}: {' '.join(cmd)}{where}")
         try:
-          running[slot] = (c, launch(cmd, logfile, slots[slot]))
+          running[slot] = (c, launch(cmd, logfile, slots[slot], env))
         except OSError as e:  # e.g. the interpreter vanished: report, go on
           log(f"{tag[c]}: could not start ({e})")
           finish(c, -1)

@@ -2,12 +2,14 @@
 
   python -m experiments.sweep --flagfile=experiments/flags/demo.flags
       --strategies=assft,rand,dkd_asd+sup,random+ssft --seeds=0-4 --out=/tmp/sweep
-      [--jobs=2] [--epochs_round=2 ...]
+      [--jobs=2] [--platform=auto|cpu|gpu|tpu] [--devices_per_cell=1] [--epochs_round=2 ...]
 
 Cell workdirs are OUT/<token>/seed_<k>/ (`<name>+ssft`: with SSFT, `<name>+sup`: the
 compute-matched control). Cells whose summary.json says complete are skipped; the
-others are (re)started, which resumes them. --jobs=N runs N cells at once, each pinned
-to cores // N CPUs, with its output in <cell workdir>/run.log; Ctrl-C stops them all. Flags this script does not know
+others are (re)started, which resumes them. --jobs=N runs N cells at once, with its
+output in <cell workdir>/run.log; on CPUs each is pinned to cores // N CPUs, on GPUs or
+TPU chips each gets --devices_per_cell devices of its own (cells beyond the device groups
+share them, with their memory split); Ctrl-C stops them all. Flags this script does not know
 are passed to every run (after --strategy/--seed/--workdir, so they win). A failing cell
 does not stop the sweep. Exit code: 1 if any cell failed (they are listed), else 3 if any
 cell waits for human labels (--oracle=manifest), else 0. Then the report is written
@@ -26,7 +28,25 @@ flags.DEFINE_string("strategies", None, "Comma-separated strategy names, e.g. as
 flags.DEFINE_string("seeds", "0", "Comma-separated seeds or ranges, e.g. 0,1,2 or 0-4.")
 flags.DEFINE_string("out", None, "Sweep directory; one workdir per cell below it.")
 flags.DEFINE_integer(
-  "jobs", 1, "Cells run at once, each on its share of the CPUs (log: <cell>/run.log)."
+  "jobs",
+  0,
+  "Cells run at once (log: <cell>/run.log). On CPUs each gets its share of the cores; "
+  "on accelerators its devices (--devices_per_cell). 0: 1 on CPUs, one per device group "
+  "on accelerators.",
+)
+flags.DEFINE_enum(
+  "platform",
+  "auto",
+  ["auto", "cpu", "gpu", "tpu"],
+  "Where the cells run; auto: GPUs when nvidia-smi lists some, else TPU chips when "
+  "/dev/accel* exist, else the CPUs.",
+)
+flags.DEFINE_integer(
+  "devices_per_cell",
+  1,
+  "Accelerators each cell gets (consecutive ids, CUDA_VISIBLE_DEVICES / "
+  "TPU_VISIBLE_CHIPS). More cells than device groups share them round-robin, with no "
+  "memory preallocation and an equal part of 90 % of a device's memory each.",
 )
 flags.DEFINE_bool("report", True, "Write the report into --out after the sweep.")
 flags.mark_flags_as_required(["strategies", "out"])
@@ -59,6 +79,24 @@ def parse_argv(argv: list[str]) -> tuple[list[str], list[str]]:
   return flagfiles, [a for a in remaining[1:] if a != "--"]
 
 
+def _placement() -> tuple[int, list[dict] | None]:
+  """(cells at once, each slot's device environment or None for CPU pinning)."""
+  from assft_jax import sweep
+
+  platform = FLAGS.platform
+  if platform == "auto":
+    platform = next((p for p in ("gpu", "tpu") if sweep.visible_devices(p)), "cpu")
+  if platform == "cpu":
+    return FLAGS.jobs or 1, None
+  devices = sweep.visible_devices(platform)
+  if not devices:
+    raise sweep.SweepError(f"--platform={platform}: no {platform} device is visible")
+  jobs = FLAGS.jobs or max(1, len(devices) // FLAGS.devices_per_cell)
+  envs = sweep.device_slots(devices, jobs, FLAGS.devices_per_cell, platform)
+  print(f"sweep: {jobs} cell(s) at once on {len(devices)} {platform} device(s)")
+  return jobs, envs
+
+
 def main(args):
   flagfiles, extra = args
   from assft_jax import sweep
@@ -68,8 +106,9 @@ def main(args):
       sweep.parse_strategies(FLAGS.strategies), sweep.parse_seeds(FLAGS.seeds), FLAGS.out
     )
     sweep.check_plans(cells, flagfiles, extra)  # a run that cannot work stops the sweep here
+    jobs, envs = _placement()
     try:
-      result = sweep.run_sweep(cells, flagfiles, extra, jobs=FLAGS.jobs)
+      result = sweep.run_sweep(cells, flagfiles, extra, jobs=jobs, envs=envs)
     except KeyboardInterrupt:
       print("sweep interrupted; rerun the same command to resume", file=sys.stderr)
       raise SystemExit(130) from None

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import pytest
 
 from tests._smoke import smoke_cfg
+
+# Matmuls and convolutions at full float32 precision in every test: a parity or equality
+# tolerance then means the same on a GPU, where XLA may otherwise compute them in TF32.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 ONEDNN_CHECK = "tests/test_onednn.py::test_the_extension_is_built_for_this_environment"
 

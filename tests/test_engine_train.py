@@ -5,6 +5,7 @@ import itertools
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -154,7 +155,11 @@ def test_bf16_close_to_fp32(setup):
   batch = phantom_batch(np.random.default_rng(5), 2)
   s32, m32 = step32(create_state(variables, tx), batch, jax.random.key(0))
   s16, m16 = step16(create_state(variables, tx), batch, jax.random.key(0))
-  assert jax.tree.leaves(s16["params"])[0].dtype == np.float32
+  # float32 master weights, optimiser moments, BatchNorm statistics and loss.
+  for part in ("params", "opt_state", "batch_stats"):
+    floats = [x for x in jax.tree.leaves(s16[part]) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and {x.dtype for x in floats} == {np.dtype(np.float32)}, part
+  assert m16["loss"].dtype == np.float32
   np.testing.assert_allclose(float(m16["loss"]), float(m32["loss"]), rtol=5e-3)
   np.testing.assert_allclose(float(m16["grad_norm"]), float(m32["grad_norm"]), rtol=5e-3)
   for a, b in zip(

@@ -68,9 +68,11 @@ class FakeLauncher:
     self.codes, self.ticks, self.slow = codes or {}, ticks, slow or {}
     self.interrupt_at = interrupt_at
     self.calls, self.active, self.jobs, self.max_active, self.polls = [], [], [], 0, 0
+    self.envs = []
 
-  def __call__(self, cmd, log, cpus):
+  def __call__(self, cmd, log, cpus, env=None):
     self.calls.append((cmd, log, cpus, [j.cmd for j in self.active]))
+    self.envs.append(env)
     wd = Path(_arg(cmd, "workdir"))
     rc = self.codes.get((wd.parent.name, int(_arg(cmd, "seed"))), 0)
     job = FakeJob(self, cmd, rc, *self.slow.get(wd.parent.name, (self.ticks, 1)))
@@ -177,10 +179,10 @@ def test_all_done_exit_zero_and_launch_oserror_is_a_failure(tmp_path, flagfile):
   cells = sweep.plan_cells(["rand"], [0, 1], tmp_path)
   fake = FakeLauncher()
 
-  def broken(cmd, log, cpus):
+  def broken(cmd, log, cpus, env=None):
     if "--seed=0" in cmd:
       raise FileNotFoundError("no python")
-    return fake(cmd, log, cpus)
+    return fake(cmd, log, cpus, env)
 
   res = sweep.run_sweep(cells, [flagfile], launch=broken, log=_quiet, poll_s=0)
   assert [(c.name, rc) for c, rc in res.failed] == [("rand/seed_0", -1)]
@@ -355,3 +357,57 @@ def test_the_issue_sweep_completes_every_cell(tmp_path):
   assert "exclusion of the previous round's pseudo-labelled cases was lifted" in (
     (out / "report.md").read_text()
   )
+
+
+def test_device_slots_place_one_cell_per_device_group_and_share_memory_when_they_must():
+  four = ["0", "1", "2", "3"]
+  # One cell per GPU: each sees its own, and nothing limits its memory.
+  assert sweep.device_slots(four, 4) == [{"CUDA_VISIBLE_DEVICES": d} for d in four]
+  # Two GPUs per cell: two groups.
+  assert sweep.device_slots(four, 2, per_cell=2) == [
+    {"CUDA_VISIBLE_DEVICES": "0,1"},
+    {"CUDA_VISIBLE_DEVICES": "2,3"},
+  ]
+  # Three cells on one GPU: no preallocation, 0.9 / 3 of its memory each, in both names.
+  slots = sweep.device_slots(["0"], 3)
+  share = {
+    "CUDA_VISIBLE_DEVICES": "0",
+    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+    "XLA_CLIENT_MEM_FRACTION": "0.30",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.30",
+  }
+  assert slots == [share] * 3
+  # Five cells on two GPUs: round-robin, 3 and 2 sharers.
+  slots = sweep.device_slots(["0", "1"], 5)
+  assert [s["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "1", "0", "1", "0"]
+  assert [s["XLA_CLIENT_MEM_FRACTION"] for s in slots] == ["0.30", "0.45", "0.30", "0.45", "0.30"]
+  # A TPU chip per cell: the chip and a one-chip process's bounds.
+  (tpu,) = sweep.device_slots(["3"], 1, platform="tpu")
+  assert tpu == {
+    "TPU_VISIBLE_CHIPS": "3",
+    "TPU_CHIPS_PER_PROCESS_BOUNDS": "1,1,1",
+    "TPU_PROCESS_BOUNDS": "1,1,1",
+  }
+  with pytest.raises(sweep.SweepError, match="has 2 gpu device"):
+    sweep.device_slots(["0", "1"], 1, per_cell=4)
+  with pytest.raises(sweep.SweepError, match="at least 1"):
+    sweep.device_slots(four, 1, per_cell=0)
+
+
+def test_visible_devices_follow_the_environment(monkeypatch):
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")
+  assert sweep.visible_devices("gpu") == ["2", "5"]
+  monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+  monkeypatch.setattr(sweep.subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+  assert sweep.visible_devices("gpu") == []  # no nvidia-smi: no GPU
+  assert sweep.visible_devices("cpu") == []
+
+
+def test_the_sweep_hands_each_cell_its_device_environment(tmp_path, flagfile):
+  cells = sweep.plan_cells(["assft", "rand"], [0], tmp_path)
+  launcher = FakeLauncher(ticks=2)
+  envs = sweep.device_slots(["0", "1"], 2)
+  res = sweep.run_sweep(cells, [flagfile], launch=launcher, log=_quiet, jobs=2, envs=envs, poll_s=0)
+  assert res.exit_code == 0
+  assert sorted(e["CUDA_VISIBLE_DEVICES"] for e in launcher.envs) == ["0", "1"]
+  assert all(cpus is None for _, _, cpus, _ in launcher.calls)  # devices, not CPU pinning

@@ -16,6 +16,7 @@ this on 2 processes on localhost.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import defaultdict
@@ -123,19 +124,19 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(devs, ("data",))
 
 
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict:
-  """Host batch -> global arrays split on "data" along axis 0 (this process's slice
-  when multi-host)."""
-  sh = NamedSharding(mesh, P("data"))
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh, axis: int = 0) -> dict:
+  """Host batch -> global arrays split on "data" along `axis` (1 for a stack of runs'
+  batches [K, B, ...]; this process's slice when multi-host)."""
+  sh = NamedSharding(mesh, P(*([None] * axis), "data"))
   n = mesh.shape["data"] // jax.process_count()
   out = {}
   for k, v in batch.items():
     if isinstance(v, jax.Array) and v.sharding == sh:
       out[k] = v
       continue
-    if np.shape(v)[0] % max(n, 1):
+    if np.shape(v)[axis] % max(n, 1):
       raise ValueError(
-        f"batch[{k!r}] has batch size {np.shape(v)[0]}, not divisible by "
+        f"batch[{k!r}] has batch size {np.shape(v)[axis]}, not divisible by "
         f"the {n} local devices of the 'data' mesh axis"
       )
     out[k] = (
@@ -173,8 +174,19 @@ def make_train_step(
   ds_weights: Sequence[float] | None = None,
   augment_cfg: Any = None,
   ignore_index: int | None = None,
+  runs: int = 0,
+  batched: str = "vmap",
 ) -> StepFn:
   """step(state, batch, rng, halt=None) -> (state, metrics).
+
+  runs=K >= 1 makes the step of K independent runs at once, over a leading run axis:
+  every array of the state, the batch ([K, B, ...]), the rng ([K] keys) and halt ([K])
+  has it, and so does every metric (`fine_tune_runs` drives it). `batched` says how:
+  "vmap" vectorises the runs (the K runs' convolutions become one grouped convolution on
+  an accelerator: the throughput mode), "map" loops over them inside the one program
+  (`lax.map`: each run computes exactly what it computes alone, one dispatch for all). A
+  vmapped run equals the run alone up to float32 summation order, which AdamW's first
+  steps amplify on near-zero gradients; a mapped run equals it exactly.
 
   batch: {"image": [B, D, H, W, Cin] f32, "label": [B, D, H, W] int} on the host or
   already sharded; B must divide by the mesh size. rng: a base key; the step uses
@@ -228,21 +240,32 @@ def make_train_step(
     new = jax.tree.map(lambda n, o: jnp.where(finite & ~halt, n, o), new, state)
     return new, dict(metrics, grad_norm=gnorm, finite=finite)
 
+  if runs:  # the run axis stays whole on every device; each run's batch is split
+    data = NamedSharding(mesh, P(None, "data"))
+  if batched not in ("vmap", "map"):
+    raise ValueError(f"batched must be 'vmap' or 'map', got {batched!r}")
+  body = _step
+  if runs and batched == "vmap":
+    body = jax.vmap(_step)
+  elif runs:
+    body = lambda *args: jax.lax.map(lambda a: _step(*a), args)  # noqa: E731
   jitted = timing.jit(
-    _step,
+    body,
     in_shardings=(repl, data, repl, repl),
     out_shardings=(repl, repl),
     donate_argnums=(0,),
   )
-  go = jax.device_put(jnp.zeros((), bool), repl)
+  go = jax.device_put(jnp.zeros((runs,) if runs else (), bool), repl)
 
   def step(state: State, batch: Mapping[str, Any], rng: jax.Array, halt: jax.Array | None = None):
     state = jax.device_put(state, repl)
     halt = go if halt is None else jax.device_put(halt, repl)
-    return jitted(state, shard_batch(batch, mesh), _put_key(rng, repl), halt)
+    return jitted(state, shard_batch(batch, mesh, axis=1 if runs else 0), _put_key(rng, repl), halt)
 
   step.jitted = jitted
   step.mesh = mesh
+  step.runs = runs
+  step.batched = batched if runs else None
   return step
 
 
@@ -349,6 +372,109 @@ def fine_tune(
   finally:
     bar.close()
   return state, history
+
+
+@dataclasses.dataclass
+class RunStage:
+  """One run's part of `fine_tune_runs`: its state, batches, key and where it reports."""
+
+  state: State
+  loader: Iterable[Mapping[str, Any]]
+  rng: jax.Array
+  round_: int | None = None
+  desc: str = ""
+  log_path: str | os.PathLike | None = None
+  diverged_dir: str | os.PathLike | None = None
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  """K pytrees of equal structure -> one whose leaves have a leading axis K."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree: Any, k: int) -> list[Any]:
+  """The inverse of `stack`: the K pytrees along the leading axis."""
+  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(k)]
+
+
+def fine_tune_runs(
+  runs: Sequence[RunStage],
+  step: StepFn,
+  epochs: int,
+  steps_per_epoch: int,
+  *,
+  sync_every: int = SYNC_EVERY,
+) -> list[tuple[State, list[dict]] | TrainingDiverged]:
+  """`fine_tune` of K independent runs at once with a `make_train_step(..., runs=K)` step:
+  each step draws one batch from every run's loader and steps them together. Returns,
+  per run, (state, history) as `fine_tune` would, or the TrainingDiverged it would raise
+  (its state the last good one, saved to its diverged_dir first); a diverged run is
+  halted on the device while the others go on. Each run's records go to its log_path."""
+  k = len(runs)
+  if step.runs != k:
+    raise ValueError(f"fine_tune_runs: a step for {step.runs} runs, {k} runs given")
+  its = [iter(r.loader) for r in runs]
+  state = stack([r.state for r in runs])
+  rngs = jnp.stack([r.rng for r in runs])
+  start = [int(r.state["step"]) for r in runs]
+  halt = jnp.zeros((k,), bool)
+  failed: dict[int, TrainingDiverged] = {}
+  histories: list[list[dict]] = [[] for _ in runs]
+  logs = [Path(r.log_path) if r.log_path else None for r in runs]
+  pending: list[tuple[int, dict]] = []
+  for epoch in range(epochs):
+    sums: list[dict[str, float]] = [defaultdict(float) for _ in runs]
+    for i in range(steps_per_epoch):
+      batches = [next(it, None) for it in its]
+      if any(b is None for b in batches):
+        raise ValueError(
+          f"fine_tune_runs: a loader ran out at epoch {epoch}, step {i}; each must yield "
+          f"epochs * steps_per_epoch = {epochs * steps_per_epoch} batches"
+        )
+      batch = {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+      state, metrics = step(state, batch, rngs, halt=halt)
+      halt = halt | ~metrics["finite"]
+      pending.append((epoch * steps_per_epoch + i, metrics))
+      if len(pending) < sync_every and i < steps_per_epoch - 1:
+        continue
+      host = jax.device_get([m for _, m in pending])
+      for (at, _), m in zip(pending, host):
+        for r in range(k):
+          if r in failed:
+            continue
+          one = {name: float(v[r]) for name, v in m.items()}
+          if not one.pop("finite"):
+            failed[r] = _diverged_run(runs[r], unstack(state, k)[r], start[r] + at, epoch, one)
+            if logs[r] is not None:
+              rec = {"round": runs[r].round_, "epoch": epoch, "step": start[r] + at}
+              _append_jsonl(logs[r], {**rec, "diverged": True, **one})
+            continue
+          for name, v in one.items():
+            sums[r][name] += v
+      pending = []
+    for r in range(k):
+      if r in failed:
+        continue
+      rec = {
+        "round": runs[r].round_,
+        "epoch": epoch,
+        "step": start[r] + (epoch + 1) * steps_per_epoch,
+        **{name: v / steps_per_epoch for name, v in sums[r].items()},
+        "compiles": _compiles(step),
+      }
+      histories[r].append(rec)
+      if logs[r] is not None:
+        _append_jsonl(logs[r], rec)
+  states = unstack(state, k)
+  return [failed[r] if r in failed else (states[r], histories[r]) for r in range(k)]
+
+
+def _diverged_run(run: RunStage, state: State, at: int, epoch: int, m: dict) -> TrainingDiverged:
+  """The TrainingDiverged `fine_tune` would raise for this run, its state saved first. The
+  run was halted at that step, so the state is its last good one."""
+  saved = _save_diverged(run.diverged_dir, state) if run.diverged_dir is not None else None
+  desc = run.desc or f"round {run.round_}"
+  return TrainingDiverged(state, run.round_, desc, at, epoch, m, saved)
 
 
 def _read(pending: list[tuple[int, dict]]) -> list[tuple[int, dict[str, float]]]:
