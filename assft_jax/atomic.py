@@ -35,6 +35,7 @@ from assft_jax.errors import AssftError
 
 _STALE = re.compile(r"^\..+(\.[a-z0-9_]{8}\.tmp.*|\.old)$")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_NO_SYNC = (errno.EINVAL, errno.ENOTSUP)
 
 
 class DiskFullError(AssftError):
@@ -230,10 +231,15 @@ def _set_aside(path: Path, old: Path) -> None:
 
 def _sync(path: Path) -> None:
   """fsync of a file's data or a folder's entries, by path (a writer that is not ours
-  may have written the file)."""
+  may have written the file). A filesystem that cannot sync (EINVAL, ENOTSUP: some
+  network and FUSE mounts refuse it for folders) keeps the write atomic, only not
+  durable; any other error (EIO, a full disk) fails the write."""
   fd = os.open(path, os.O_RDONLY)
   try:
     os.fsync(fd)
+  except OSError as e:
+    if e.errno not in _NO_SYNC:
+      raise
   finally:
     os.close(fd)
 

@@ -155,6 +155,30 @@ def test_folder_contents_are_synced_before_the_rename_and_the_parent_after(tmp_p
   ]
 
 
+def test_a_filesystem_that_cannot_sync_still_writes_but_a_failed_sync_fails(tmp_path, monkeypatch):
+  atomic.write_text(tmp_path / "x.txt", "old")
+
+  def fails(code):
+    def fsync(fd):
+      raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+  fails(errno.EINVAL)
+  atomic.write_text(tmp_path / "x.txt", "new")
+  with atomic.atomic_dir(tmp_path / "d") as tmp:
+    (tmp / "v").write_text("1")
+  assert (tmp_path / "x.txt").read_text() == "new" and (tmp_path / "d" / "v").exists()
+  fails(errno.EIO)
+  with pytest.raises(OSError):
+    atomic.write_text(tmp_path / "x.txt", "newer")
+  fails(errno.ENOSPC)  # delayed allocation: the disk fills at the sync
+  with pytest.raises(atomic.DiskFullError):
+    atomic.write_text(tmp_path / "x.txt", "newer")
+  assert (tmp_path / "x.txt").read_text() == "new"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "x.txt"], "a temp file was left"
+
+
 def _killed_writer(tmp_path, phase: str, code: str) -> None:
   """Runs `code` (with `d` the folder) in a child that SIGKILLs itself at `phase` of its
   first write there (tests/_kill_child.py), as a kill -9 at that moment would."""
