@@ -1,5 +1,5 @@
 """kill -9 at random moments over a smoke run's whole life, each followed by the same
-command until it ends. Slow: about 1-2 min per kill on 2 CPU cores.
+command until it ends. Slow: each kill reruns a smoke run (PERFORMANCE.md gives the time).
 
   ASSFT_KILLS=20 python -m pytest -m slow -s tests/test_faults_kill.py
 
