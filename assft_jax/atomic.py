@@ -1,11 +1,18 @@
 """Atomic writes: a temp file in the target's folder, then `os.replace`.
 
 A crash (or a kill) at any moment leaves either the old file or the new one, never half
-of one. Every file a run or a tool writes goes through here.
+of one. Every file a run or a tool writes goes through here. Writes are durable too: a
+file's data is fsynced before its rename and the folder after it, so a power loss right
+after a write returns does not undo it (or leave an empty file under the new name).
 
 A full disk (ENOSPC, or a quota: EDQUOT) while writing becomes one `DiskFullError`
 naming the file; the old version stays in place. Temp names left by a kill
 (`.<name>.<8 chars>.tmp...`, `.<name>.old`) are never read; `clean_stale` removes them.
+
+Temp files and folders are created with modes 0666 and 0777 for the kernel to apply the
+umask (and any default ACL) to, as for a plain `open` or `mkdir`; the process umask is
+never read or changed here, which other threads (JAX, orbax, grain) creating files at
+the same moment would race with.
 """
 
 from __future__ import annotations
@@ -16,9 +23,8 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
-import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,15 +33,9 @@ import numpy as np
 
 from assft_jax.errors import AssftError
 
-KILL_ENV = "ASSFT_KILL_AT"
-"""Fault injection for the kill tests (tests/test_faults_kill.py), unset in real runs:
-"<phase>:<part of a path>:<n>" makes the process SIGKILL itself the n-th time a write
-whose target path contains <part> reaches <phase>: `open` (temp made, nothing written),
-`commit` (written, not yet renamed) or `swap` (an atomic_dir's old folder moved aside,
-the new one not yet in place)."""
-_kill_hits = [0]  # matching events so far in this process (the one piece of global state)
 _STALE = re.compile(r"^\..+(\.[a-z0-9_]{8}\.tmp.*|\.old)$")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_NO_SYNC = (errno.EINVAL, errno.ENOTSUP)
 
 
 class DiskFullError(AssftError):
@@ -52,23 +52,21 @@ class DiskFullError(AssftError):
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
-  """Yields a temp path beside `path`; on success it is renamed onto `path`.
+  """Yields a temp path beside `path`; on success it is synced and renamed onto `path`.
 
   `suffix` keeps the extension for writers that look at it (nibabel's `.nii.gz`,
-  numpy's `.npz`). On an exception the temp file is removed and `path` is untouched.
+  numpy's `.npz`). The temp file exists (empty) when the block starts; whoever writes it
+  there, its data is fsynced after the block, once. On an exception the temp file is
+  removed and `path` is untouched.
   """
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with disk_full_names(path):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is a normal file
+    tmp = _new_temp(path, suffix)
     try:
-      _fault("open", path)
       yield tmp
-      _fault("commit", path)
-      os.replace(tmp, path)
+      _sync(tmp)
+      _publish(tmp, path)
     finally:
       tmp.unlink(missing_ok=True)
 
@@ -103,33 +101,19 @@ def atomic_dir(path: Path | str, replace: bool = True) -> Iterator[Path]:
   replace=False (a content-keyed cache entry): the first writer wins; a folder that
   another process finished first is kept and this one is dropped, so a reader never
   sees the entry missing.
+  Every file and folder written into the temp folder is fsynced before the rename, the
+  parent folder after it.
   Stale temp folders of killed writers are never read: their names start with a dot
   and end in `.tmp`.
   """
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with disk_full_names(path):
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a shared cache must stay readable
-    old = path.with_name(f".{path.name}.old")
+    tmp = _new_temp_dir(path)
     try:
-      _fault("open", path)
       yield tmp
-      _fault("commit", path)
-      if not replace:
-        try:
-          os.rename(tmp, path)
-        except OSError:
-          if not path.is_dir():
-            raise
-        return
-      if old.exists():
-        shutil.rmtree(old)
-      if path.exists():
-        os.replace(path, old)
-        _fault("swap", path)
-      os.replace(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
+      _sync_tree(tmp)
+      _publish_dir(tmp, path, replace)
     finally:
       shutil.rmtree(tmp, ignore_errors=True)
 
@@ -183,22 +167,93 @@ def clean_stale(folder: Path | str) -> list[Path]:
   return gone
 
 
-def _fault(phase: str, path: Path) -> None:
-  """KILL_ENV's injected SIGKILL (see there); nothing when it is unset."""
-  spec = os.environ.get(KILL_ENV)
-  if not spec:
-    return
-  want, rest = spec.split(":", 1)
-  part, n = rest.rsplit(":", 1)
-  if want != phase or part not in str(path):
-    return
-  _kill_hits[0] += 1
-  if _kill_hits[0] == int(n):
-    os.kill(os.getpid(), signal.SIGKILL)
+# The steps below are the points a write passes through (the kill tests wrap them to
+# SIGKILL the process there): the temp made, the rename that publishes it, and, for a
+# folder replacing another, the old one set aside.
 
 
-def _umask() -> int:
-  """The process umask (read by setting it and putting it back)."""
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
+def _new_temp(path: Path, suffix: str) -> Path:
+  """A new empty file `.<name>.<8 chars>.tmp<suffix>` beside `path`."""
+  for _ in range(100):
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+    try:
+      os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except FileExistsError:
+      continue
+    return tmp
+  raise FileExistsError(errno.EEXIST, "no free temp name", str(path))
+
+
+def _new_temp_dir(path: Path) -> Path:
+  """A new empty folder `.<name>.<8 chars>.tmp` beside `path`."""
+  for _ in range(100):
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+      os.mkdir(tmp, 0o777)
+    except FileExistsError:
+      continue
+    return tmp
+  raise FileExistsError(errno.EEXIST, "no free temp name", str(path))
+
+
+def _publish(tmp: Path, path: Path) -> None:
+  """Renames the written, synced temp file onto `path` and syncs the folder."""
+  os.replace(tmp, path)
+  _sync(path.parent)
+
+
+def _publish_dir(tmp: Path, path: Path, replace: bool) -> None:
+  """Renames the written, synced temp folder onto `path` (see atomic_dir for `replace`)
+  and syncs the parent folder."""
+  if not replace:
+    try:
+      os.rename(tmp, path)
+    except OSError:
+      if not path.is_dir():
+        raise
+      return  # another writer's entry is in place (and was synced by it)
+    _sync(path.parent)
+    return
+  old = path.with_name(f".{path.name}.old")
+  if old.exists():
+    shutil.rmtree(old)
+  if path.exists():
+    _set_aside(path, old)
+  os.replace(tmp, path)
+  _sync(path.parent)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def _set_aside(path: Path, old: Path) -> None:
+  """Moves the folder being replaced to its `.old` name."""
+  os.replace(path, old)
+
+
+def _sync(path: Path) -> None:
+  """fsync of a file's data or a folder's entries, by path (a writer that is not ours
+  may have written the file). A filesystem that cannot sync (EINVAL, ENOTSUP: some
+  network and FUSE mounts refuse it for folders) keeps the write atomic, only not
+  durable; any other error (EIO, a full disk) fails the write."""
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  except OSError as e:
+    if e.errno not in _NO_SYNC:
+      raise
+  finally:
+    os.close(fd)
+
+
+def _sync_tree(folder: Path) -> None:
+  """fsync of every file and folder under `folder` (files first, each folder after its
+  entries, `folder` last); symlinks are left alone."""
+  for root, dirs, files in os.walk(folder, topdown=False):
+    for name in files:
+      p = Path(root, name)
+      if not p.is_symlink():
+        _sync(p)
+    for name in dirs:
+      p = Path(root, name)
+      if not p.is_symlink():
+        _sync(p)
+  _sync(folder)

@@ -1,5 +1,5 @@
 """kill -9 at random moments over a smoke run's whole life, each followed by the same
-command until it ends (issue #14 §1). Slow: about 1-2 min per kill on 2 CPU cores.
+command until it ends. Slow: each kill reruns a smoke run (PERFORMANCE.md gives the time).
 
   ASSFT_KILLS=20 python -m pytest -m slow -s tests/test_faults_kill.py
 
@@ -7,7 +7,7 @@ Every resumed run must end with the uninterrupted run's queried and pseudo-label
 and Dice within 1e-4, and leave no temp file in its workdir; the test prints
 "kills survived: N / N". ASSFT_KILLS (default 20) sets N, ASSFT_KILL_SEED (default 0) the
 draw, ASSFT_KILL_FROM (default 0) skips the first kills of the plan (a campaign in parts). The moments come two ways:
-  - write points, by `atomic.KILL_ENV`: the process SIGKILLs itself at the n-th write of
+  - write points, by tests/_kill_child.py: the process SIGKILLs itself at the n-th write of
     a named file (the orbax round networks, the summary, the preprocessing cache, the
     source encoder, the annotators' manifest), so each of those is hit at least once;
   - wall time: uniform over the measured length of an uninterrupted run of that kind,
@@ -39,17 +39,13 @@ PRETRAIN_LINE = "pre-training the phantom source encoder"
 PRETRAIN_DONE = "source encoder: loss"
 
 
-def launch(cmd: list[str], *, env_kill: str | None = None, at: float | None = None, after=None):
+def launch(cmd: list[str], *, at: float | None = None, after=None):
   """Runs cmd; kills its process group `at` seconds after start, or `after` = (a log
   line, seconds) after that line appears. Returns (returncode, [(seconds, stderr line)])."""
-  env = {k: v for k, v in os.environ.items() if k != atomic.KILL_ENV}
-  if env_kill:
-    env[atomic.KILL_ENV] = env_kill
   t0 = time.monotonic()
   proc = subprocess.Popen(
     cmd,
     cwd=ROOT,
-    env=env,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
     text=True,
@@ -129,12 +125,14 @@ def label_pending(wd: Path, cache: Path) -> None:
 
 def run_to_end(wd: Path, cache: Path, kind: str, kill=None, kill_process: int = 0) -> list:
   """Runs (and reruns, labelling what a manifest run waits for) until the run is done.
-  kill: launch()'s keyword arguments for the `kill_process`-th process, which must die
-  by SIGKILL. Returns the stderr lines of all processes."""
+  kill: how the `kill_process`-th process dies, by SIGKILL: run_cmd()'s `kill_at` (a write
+  point) or launch()'s keyword arguments (a moment). Returns the stderr lines of all
+  processes."""
   argv = manifest_argv(wd) if kind == "manifest" else []
   lines: list = []
   for i in range(20):
-    rc, out = launch(run_cmd(wd, cache, *argv), **(kill if kill and i == kill_process else {}))
+    how = dict(kill) if kill and i == kill_process else {}
+    rc, out = launch(run_cmd(wd, cache, *argv, kill_at=how.pop("kill_at", None)), **how)
     lines += out
     if kill and i == kill_process:
       text = "".join(x for _, x in out)[-3000:]
@@ -153,13 +151,13 @@ def plan(n: int, rng: random.Random) -> list[tuple[str, str, dict, int]]:
   named write points first (each hit at least once for n >= 7), then wall-time moments."""
   r = rng.randint
   fixed = [
-    ("preprocessing cache write", "cold", {"env_kill": f"commit:preprocessed/:{r(1, 30)}"}, 0),
-    ("summary write", "warm", {"env_kill": f"commit:summary.json:{r(1, 3)}"}, 0),
-    ("manifest write (wait)", "manifest", {"env_kill": "commit:to_annotate.csv:1"}, r(0, 2)),
+    ("preprocessing cache write", "cold", {"kill_at": f"commit:preprocessed/:{r(1, 30)}"}, 0),
+    ("summary write", "warm", {"kill_at": f"commit:summary.json:{r(1, 3)}"}, 0),
+    ("manifest write (wait)", "manifest", {"kill_at": "commit:to_annotate.csv:1"}, r(0, 2)),
     ("source pretraining", "cold", {"after": (PRETRAIN_LINE, rng.uniform(0.0, 0.9))}, 0),
-    ("orbax write (written)", "warm", {"env_kill": f"commit:round_00{r(1, 2)}/model:1"}, 0),
-    ("orbax write (begun)", "cold", {"env_kill": "open:round_000/model:1"}, 0),
-    ("source encoder write", "cold", {"env_kill": "commit:source_encoder_:1"}, 0),
+    ("orbax write (written)", "warm", {"kill_at": f"commit:round_00{r(1, 2)}/model:1"}, 0),
+    ("orbax write (begun)", "cold", {"kill_at": "open:round_000/model:1"}, 0),
+    ("source encoder write", "cold", {"kill_at": "commit:source_encoder_:1"}, 0),
   ]
   timed = [
     (f"wall time {i}", rng.choice(["cold", "warm"]), {"at": rng.uniform(0.02, 0.85)}, 0)
