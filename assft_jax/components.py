@@ -65,15 +65,18 @@ def kernel(cfg: config_lib.RunConfig) -> tuple[str, str]:
     raise config_lib.ConfigError(f"--conv_impl={cfg.model.conv_impl}: {e}") from None
 
 
-def provenance(cfg: config_lib.RunConfig) -> dict:
-  """What made a run's numbers, besides its config: the conv kernel and precision, the
-  jax and jaxlib versions, the backend and device kind, and the source commit (with
-  "+dirty" when the checkout has uncommitted changes; None outside a git checkout)."""
+def provenance(cfg: config_lib.RunConfig, program: str = "alone") -> dict:
+  """What made a run's numbers, besides its config: the conv kernel and precision, how
+  its training ran (`program`: "alone", or "map" / "vmap" with other runs in one program,
+  assft_jax.group), the jax and jaxlib versions, the backend and device kind, and the
+  source commit (with "+dirty" when the checkout has uncommitted changes; None outside a
+  git checkout)."""
   import jaxlib
 
   dev = jax.local_devices()[0]
   return {
     "conv_impl": cfg.model.conv_impl,
+    "program": program,
     "precision": cfg.train.precision,
     "jax": jax.__version__,
     "jaxlib": jaxlib.__version__,
@@ -251,6 +254,9 @@ class Trainer:
   mesh: Any
   clock: engine.Timing = dataclasses.field(default_factory=engine.Timing)
   _steps: dict = dataclasses.field(default_factory=dict)
+  # With several runs in one process (assft_jax.group): trains this run's stages together
+  # with the other runs' that share their schedule. None: each stage alone.
+  batcher: Any = None
 
   @classmethod
   def open(cls, cfg: config_lib.RunConfig, data: RunData) -> Trainer:
@@ -294,13 +300,28 @@ class Trainer:
       loader = data_lib.make_loader(
         self.volumes, ids, tr.patch, tr.batch_size, seed, pseudo=targets, num_batches=n_steps
       )
+      rng = jax.random.PRNGKey(seed)
+      if self.batcher is not None:
+        state, _ = self.batcher.fit(
+          self,
+          state,
+          loader,
+          rng,
+          epochs,
+          spe,
+          round_=round_,
+          desc=desc,
+          log_path=log_path,
+          diverged_dir=diverged_dir,
+        )
+        return engine.variables_of(state)
       state, _ = engine.fine_tune(
         state,
         step,
         loader,
         epochs,
         spe,
-        jax.random.PRNGKey(seed),
+        rng,
         round_=round_,
         log_path=log_path,
         desc=desc,

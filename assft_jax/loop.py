@@ -42,12 +42,15 @@ def run(
   overwrite: bool = False,
   resume_from: int | None = None,
   allow_kernel_switch: bool = False,
+  batcher: Any = None,
 ) -> dict:
   """Runs (or resumes) one experiment; returns the summary dict.
 
   resume_from: continue after this complete round; the later ones are moved aside
   (`workdir.discard_after`). allow_kernel_switch: resume rounds made with another conv
-  kernel (refused otherwise). A full disk anywhere is one DiskFullError naming the file.
+  kernel (refused otherwise). batcher: the group's, when this run's training stages run
+  with other runs' in one program (`assft_jax.group`). A full disk anywhere is one
+  DiskFullError naming the file.
   """
   config_lib.validate(cfg)
   cfg = components.resolve(cfg)
@@ -65,7 +68,7 @@ def run(
     data = components.open_data(cfg, workdir)
     if cfg.al.mode == "al":  # before the model, which may pre-train the source encoder
       log.info("plan: %s", plan.describe(cfg, len(data.split["pool"])))
-    sess = session_lib.Session.open(cfg, workdir, data)
+    sess = session_lib.Session.open(cfg, workdir, data, batcher)
     try:
       if cfg.al.mode == "al":
         return _active_learning(sess, last)
@@ -400,7 +403,8 @@ def _load_summary(sess: session_lib.Session, n_b: int | None) -> dict:
     }
   # One entry per distinct setting a process of this run ran with (a resume on another
   # commit or jax adds one); each round's row names its conv kernel.
-  made = components.provenance(sess.cfg)
+  batcher = sess.trainer.batcher
+  made = components.provenance(sess.cfg, "alone" if batcher is None else batcher.batched)
   if not s.get("made_with") or s["made_with"][-1] != made:
     s["made_with"] = [*s.get("made_with", []), made]
   return s

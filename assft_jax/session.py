@@ -40,8 +40,12 @@ class Session:
   trainer: components.Trainer
 
   @classmethod
-  def open(cls, cfg: config_lib.RunConfig, workdir: Path, data: RunData) -> Session:
+  def open(
+    cls, cfg: config_lib.RunConfig, workdir: Path, data: RunData, batcher: Any = None
+  ) -> Session:
+    """batcher: the group's (assft_jax.group) when this run shares a process with others."""
     trainer = components.Trainer.open(cfg, data)
+    trainer.batcher = batcher
     oracle = make_oracle(cfg, workdir, data, trainer.module)
     return cls(cfg, Path(workdir), data, oracle, trainer)
 

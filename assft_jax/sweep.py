@@ -101,6 +101,23 @@ class SweepResult:
     return "\n".join(lines)
 
 
+def split_flagfiles(argv: list[str]) -> tuple[list[str], list[str]]:
+  """(the --flagfile values, argv without them): a run's flagfile is passed on to the
+  runs, so absl must not expand it in the process that launches them."""
+  flagfiles, rest, i = [], [argv[0]], 1
+  while i < len(argv):
+    a = argv[i]
+    if a.startswith(("--flagfile=", "-flagfile=")):
+      flagfiles.append(a.split("=", 1)[1])
+    elif a in ("--flagfile", "-flagfile") and i + 1 < len(argv):
+      flagfiles.append(argv[i + 1])
+      i += 1
+    else:
+      rest.append(a)
+    i += 1
+  return flagfiles, rest
+
+
 def parse_strategies(text: str) -> list[str]:
   """ "a,b,a" -> ["a", "b"]; names must be usable as directory names, with at most one
   of the suffixes "+ssft" / "+sup", and none on a bound."""
@@ -183,10 +200,8 @@ def check_extra(extra: Sequence[str]) -> None:
     )
 
 
-def run_command(
-  cell: Cell, flagfiles: Sequence[str], extra: Sequence[str] = (), python: str = sys.executable
-) -> list[str]:
-  """The cell's `experiments.run` command; `extra` comes last so it overrides."""
+def cell_flags(cell: Cell) -> list[str]:
+  """The run flags that make `experiments.run` this cell."""
   what = (
     [f"--{cell.strategy}"]
     if cell.is_bound
@@ -196,13 +211,65 @@ def run_command(
       f"--stage3={cell.stage3}",
     ]
   )
+  return [*what, f"--seed={cell.seed}", f"--workdir={cell.workdir}"]
+
+
+def run_command(
+  cell: Cell, flagfiles: Sequence[str], extra: Sequence[str] = (), python: str = sys.executable
+) -> list[str]:
+  """The cell's `experiments.run` command; `extra` comes last so it overrides."""
   return (
     [python, "-m", "experiments.run"]
     + [f"--flagfile={f}" for f in flagfiles]
-    + what
-    + [f"--seed={cell.seed}", f"--workdir={cell.workdir}"]
+    + cell_flags(cell)
     + list(extra)
   )
+
+
+def cell_spec(cell: Cell) -> str:
+  """TOKEN:SEED:WORKDIR, how `experiments.group` names a cell (`parse_cell_spec`)."""
+  return f"{cell.token}:{cell.seed}:{cell.workdir}"
+
+
+def parse_cell_spec(text: str) -> Cell:
+  token, sep, rest = text.partition(":")
+  seed, sep2, workdir = rest.partition(":")
+  if not (sep and sep2 and token and workdir and seed.isdigit()):
+    raise SweepError(f"--cell={text!r}: expected TOKEN:SEED:WORKDIR, e.g. random:0:runs/x")
+  (name,) = parse_strategies(token)
+  return Cell(name, *parse_token(name), int(seed), Path(workdir))
+
+
+def group_command(
+  cells: Sequence[Cell],
+  flagfiles: Sequence[str],
+  extra: Sequence[str] = (),
+  python: str = sys.executable,
+) -> list[str]:
+  """One `experiments.group` process for `cells`: their runs, training as one program."""
+  return (
+    [python, "-m", "experiments.group"]
+    + [f"--flagfile={f}" for f in flagfiles]
+    + [f"--cell={cell_spec(c)}" for c in cells]
+    + list(extra)
+  )
+
+
+def plan_groups(cells: Sequence[Cell], k: int) -> list[list[Cell]]:
+  """`cells` in programs of at most k runs that share a round structure (their strategy
+  aside: SSFT, stage 3, or the bound they measure), token by token and seed by seed, so
+  the first token's group holds the seeds' leaders (each seed's round 0 is trained there
+  and copied by the others). k = 1: one cell per program."""
+  if k < 1:
+    raise SweepError(f"--runs_per_program={k}: must be at least 1")
+  if k == 1:
+    return [[c] for c in cells]
+  order = sorted(cells, key=lambda c: ([x.token for x in cells].index(c.token), c.seed))
+  by: dict[tuple, list[Cell]] = {}
+  for c in order:
+    by.setdefault((c.ssft, c.stage3, c.strategy if c.is_bound else ""), []).append(c)
+  groups = [g[i : i + k] for g in by.values() for i in range(0, len(g), k)]
+  return sorted(groups, key=lambda g: order.index(g[0]))
 
 
 def check_plans(
@@ -375,12 +442,17 @@ def run_sweep(
   cpus: Sequence[int] | None = None,
   poll_s: float = 1.0,
   envs: Sequence[dict[str, str]] | None = None,
+  runs_per_program: int = 1,
 ) -> SweepResult:
-  """Runs every incomplete cell, up to `jobs` at once; a failing cell never stops the
-  others. Ctrl-C terminates the running cells (they resume on the next sweep).
+  """Runs every incomplete cell, up to `jobs` processes at once; a failing cell never
+  stops the others. Ctrl-C terminates the running processes (they resume on the next
+  sweep).
 
-  envs: one environment per slot (`device_slots`: the accelerators of each cell); then
-  the cells are not pinned to CPUs. Without it, each slot is pinned to its CPUs."""
+  envs: one environment per slot (`device_slots`: the accelerators of each process); then
+  the processes are not pinned to CPUs. Without it, each slot is pinned to its CPUs.
+  runs_per_program=K > 1: the incomplete cells go K at a time into `experiments.group`
+  processes (`plan_groups`), whose runs train as one program; each cell still has its
+  own workdir and resumes on its own."""
   for f in flagfiles:
     if not Path(f).is_file():
       raise SweepError(f"--flagfile: {f} does not exist")
@@ -391,52 +463,63 @@ def run_sweep(
   res = SweepResult()
   n = len(cells)
   tag = {c: f"[{i}/{n}] {c.name}" for i, c in enumerate(cells, 1)}
-  pending: list[Cell] = []
+  todo: list[Cell] = []
   for c in cells:
     if is_complete(c.workdir):
       log(f"{tag[c]}: complete, skipped")
       res.skipped.append(c)
     else:
-      pending.append(c)
+      todo.append(c)
+  pending = [tuple(g) for g in plan_groups(todo, runs_per_program)]
   leaders = _leaders(cells)
   with_r0: set[Cell] = set()  # leaders seen with round 0 (it stays done)
-  running: dict[int, tuple[Cell, Job]] = {}  # slot -> cell
+  running: dict[int, tuple[tuple[Cell, ...], Job]] = {}  # slot -> its process's cells
 
-  def ready(c: Cell) -> bool:
+  def ready(unit: tuple[Cell, ...]) -> bool:
+    return all(_ready(c, unit) for c in unit)
+
+  def _ready(c: Cell, unit: tuple[Cell, ...]) -> bool:
     lead = leaders.get(c.seed)
-    if c.is_bound or lead is c or lead in with_r0:
+    if c.is_bound or lead is c or lead in unit or lead in with_r0:
       return True
-    if lead in pending or any(lead == x for x, _ in running.values()):
+    if any(lead in u for u in pending) or any(lead in u for u, _ in running.values()):
       if not has_round_zero(lead.workdir):
         return False
       with_r0.add(lead)
     return True  # the leader has round 0, or ended without it: no point in waiting
 
-  def finish(c: Cell, rc: int) -> None:
-    res.ran.append(c)
-    if rc == EXIT_PENDING:
-      log(f"{tag[c]}: waiting for labels (see {c.workdir})")
-      res.waiting.append(c)
-    elif rc != 0:
-      log(
-        f"{tag[c]}: FAILED with exit code {rc}"
-        + (f" (log: {c.workdir / 'run.log'})" if jobs > 1 else "")
-      )
-      res.failed.append((c, rc))
-    elif jobs > 1:
-      log(f"{tag[c]}: done")
+  def finish(unit: tuple[Cell, ...], rc: int) -> None:
+    for c in unit:
+      res.ran.append(c)
+      code = rc
+      if len(unit) > 1:  # a group's exit code is its worst run's: ask each run's summary
+        code = 0 if is_complete(c.workdir) else rc or 1
+      if code == EXIT_PENDING:
+        log(f"{tag[c]}: waiting for labels (see {c.workdir})")
+        res.waiting.append(c)
+      elif code != 0:
+        log(
+          f"{tag[c]}: FAILED with exit code {code}"
+          + (f" (log: {_log_of(unit)})" if jobs > 1 or len(unit) > 1 else "")
+        )
+        res.failed.append((c, code))
+      elif jobs > 1 or len(unit) > 1:
+        log(f"{tag[c]}: done")
 
   try:
     while pending or running:
       changed = False
       for slot in [i for i in range(jobs) if i not in running]:
-        c = next((x for x in pending if ready(x)), None)
-        if c is None:
+        unit = next((u for u in pending if ready(u)), None)
+        if unit is None:
           break
-        pending.remove(c)
+        pending.remove(unit)
         changed = True
-        cmd = run_command(c, flagfiles, extra)
-        logfile = c.workdir / "run.log" if jobs > 1 else None
+        if len(unit) == 1:
+          cmd = run_command(unit[0], flagfiles, extra)
+        else:
+          cmd = group_command(unit, flagfiles, extra)
+        logfile = _log_of(unit) if jobs > 1 or len(unit) > 1 else None
         env = envs[slot] if envs is not None else None
         where = ""
         if logfile:
@@ -444,24 +527,27 @@ def run_sweep(
             " ".join(f"{k}={v}" for k, v in env.items())
             if env
             else f"cpus {','.join(map(str, sorted(slots[slot])))}"
+            if slots[slot] is not None
+            else "all cpus"
           )
           where = f" [{place}; log {logfile}]"
-        log(f"{tag[c]}: {' '.join(cmd)}{where}")
+        names = ", ".join(tag[c] for c in unit)
+        log(f"{names}: {' '.join(cmd)}{where}")
         try:
-          running[slot] = (c, launch(cmd, logfile, slots[slot], env))
+          running[slot] = (unit, launch(cmd, logfile, slots[slot], env))
         except OSError as e:  # e.g. the interpreter vanished: report, go on
-          log(f"{tag[c]}: could not start ({e})")
-          finish(c, -1)
-      for slot, (c, job) in list(running.items()):
+          log(f"{names}: could not start ({e})")
+          finish(unit, -1)
+      for slot, (unit, job) in list(running.items()):
         rc = job.poll()
         if rc is not None:
           del running[slot]
           changed = True
-          finish(c, rc)
+          finish(unit, rc)
       if not changed:
         time.sleep(poll_s)
   except KeyboardInterrupt:
-    log(f"interrupted: stopping {len(running)} running cell(s); rerun the sweep to resume")
+    log(f"interrupted: stopping {len(running)} running process(es); rerun the sweep to resume")
     for _, job in running.values():
       job.terminate()
     for _, job in running.values():
@@ -469,3 +555,9 @@ def run_sweep(
     raise
   log(res.describe())
   return res
+
+
+def _log_of(unit: Sequence[Cell]) -> Path:
+  """Where a process's output goes: its cell's run.log, or a group's group.log in the
+  first cell's workdir (each run's own lines name it)."""
+  return unit[0].workdir / ("run.log" if len(unit) == 1 else "group.log")

@@ -42,6 +42,13 @@ flags.DEFINE_enum(
   "/dev/accel* exist, else the CPUs.",
 )
 flags.DEFINE_integer(
+  "runs_per_program",
+  0,
+  "Cells whose runs train as one program (experiments.group): up to this many with the "
+  "same round structure share a process and a jitted step. 0: the platform's default "
+  "(RUNS_PER_PROGRAM: 1 on CPUs, where it was measured not to pay, 8 on accelerators).",
+)
+flags.DEFINE_integer(
   "devices_per_cell",
   1,
   "Accelerators each cell gets (consecutive ids, CUDA_VISIBLE_DEVICES / "
@@ -54,19 +61,11 @@ FLAGS = flags.FLAGS
 
 
 def parse_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-  """Takes --flagfile out (it belongs to the runs, so absl must not expand it here),
-  parses this script's flags, and returns (flagfiles, pass-through args)."""
-  flagfiles, rest, i = [], [argv[0]], 1
-  while i < len(argv):
-    a = argv[i]
-    if a.startswith(("--flagfile=", "-flagfile=")):
-      flagfiles.append(a.split("=", 1)[1])
-    elif a in ("--flagfile", "-flagfile") and i + 1 < len(argv):
-      flagfiles.append(argv[i + 1])
-      i += 1
-    else:
-      rest.append(a)
-    i += 1
+  """Takes --flagfile out, parses this script's flags, and returns (flagfiles,
+  pass-through args)."""
+  from assft_jax.sweep import split_flagfiles
+
+  flagfiles, rest = split_flagfiles(argv)
   try:
     remaining = FLAGS(rest, known_only=True)
   except flags.Error as e:  # what app.run's own parser would print, without a traceback
@@ -79,22 +78,29 @@ def parse_argv(argv: list[str]) -> tuple[list[str], list[str]]:
   return flagfiles, [a for a in remaining[1:] if a != "--"]
 
 
-def _placement() -> tuple[int, list[dict] | None]:
-  """(cells at once, each slot's device environment or None for CPU pinning)."""
+# The runs per program by platform when --runs_per_program is 0 (PERFORMANCE.md has the
+# CPU measurement behind its value).
+RUNS_PER_PROGRAM = {"cpu": 1, "gpu": 8, "tpu": 8}
+
+
+def _placement() -> tuple[int, list[dict] | None, int]:
+  """(processes at once, each slot's device environment or None for CPU pinning, runs per
+  program)."""
   from assft_jax import sweep
 
   platform = FLAGS.platform
   if platform == "auto":
     platform = next((p for p in ("gpu", "tpu") if sweep.visible_devices(p)), "cpu")
+  k = FLAGS.runs_per_program or RUNS_PER_PROGRAM[platform]
   if platform == "cpu":
-    return FLAGS.jobs or 1, None
+    return FLAGS.jobs or 1, None, k
   devices = sweep.visible_devices(platform)
   if not devices:
     raise sweep.SweepError(f"--platform={platform}: no {platform} device is visible")
   jobs = FLAGS.jobs or max(1, len(devices) // FLAGS.devices_per_cell)
   envs = sweep.device_slots(devices, jobs, FLAGS.devices_per_cell, platform)
-  print(f"sweep: {jobs} cell(s) at once on {len(devices)} {platform} device(s)")
-  return jobs, envs
+  print(f"sweep: {jobs} process(es) of up to {k} runs on {len(devices)} {platform} device(s)")
+  return jobs, envs, k
 
 
 def main(args):
@@ -106,9 +112,9 @@ def main(args):
       sweep.parse_strategies(FLAGS.strategies), sweep.parse_seeds(FLAGS.seeds), FLAGS.out
     )
     sweep.check_plans(cells, flagfiles, extra)  # a run that cannot work stops the sweep here
-    jobs, envs = _placement()
+    jobs, envs, k = _placement()
     try:
-      result = sweep.run_sweep(cells, flagfiles, extra, jobs=jobs, envs=envs)
+      result = sweep.run_sweep(cells, flagfiles, extra, jobs=jobs, envs=envs, runs_per_program=k)
     except KeyboardInterrupt:
       print("sweep interrupted; rerun the same command to resume", file=sys.stderr)
       raise SystemExit(130) from None

@@ -411,3 +411,71 @@ def test_the_sweep_hands_each_cell_its_device_environment(tmp_path, flagfile):
   assert res.exit_code == 0
   assert sorted(e["CUDA_VISIBLE_DEVICES"] for e in launcher.envs) == ["0", "1"]
   assert all(cpus is None for _, _, cpus, _ in launcher.calls)  # devices, not CPU pinning
+
+
+def test_plan_groups_share_a_round_structure_and_put_the_leaders_first(tmp_path):
+  cells = sweep.plan_cells(
+    ["random", "entropy", "assft", "random+ssft", "lower_bound"], [0, 1, 2], tmp_path
+  )
+  groups = sweep.plan_groups(cells, 2)
+  names = [[c.name for c in g] for g in groups]
+  assert names == [
+    ["random/seed_0", "random/seed_1"],  # the seeds' leaders (random is every seed's first)
+    ["random/seed_2", "entropy/seed_0"],
+    ["entropy/seed_1", "entropy/seed_2"],
+    ["assft/seed_0", "assft/seed_1"],  # SSFT arms together, whatever their strategy
+    ["assft/seed_2", "random+ssft/seed_0"],
+    ["random+ssft/seed_1", "random+ssft/seed_2"],
+    ["lower_bound/seed_0", "lower_bound/seed_1"],
+    ["lower_bound/seed_2"],
+  ]
+  assert sweep.plan_groups(cells, 1) == [[c] for c in cells]
+  assert sweep.parse_cell_spec(sweep.cell_spec(cells[7])) == cells[7]
+  with pytest.raises(sweep.SweepError, match="TOKEN:SEED:WORKDIR"):
+    sweep.parse_cell_spec("random:x:/tmp")
+
+
+def test_the_sweep_runs_groups_and_books_each_cell(tmp_path, flagfile):
+  """Two programs of two runs each; a group process that ends with one run incomplete
+  books that cell as failed and the other as done."""
+  cells = sweep.plan_cells(["rand", "dkd"], [0, 1], tmp_path)
+  started = []
+
+  class Group:
+    def __init__(self, cmd):
+      self.cmd, self.left = cmd, 2
+      started.append(cmd)
+
+    def poll(self):
+      self.left -= 1
+      if self.left:
+        return None
+      wds = [Path(a.split(":", 2)[2]) for a in self.cmd if a.startswith("--cell=")]
+      for wd in wds:
+        if wd.parent.name != "dkd" or wd.name != "seed_1":  # that run fails in the group
+          _summary(wd, True, rounds=[0])
+        else:
+          _summary(wd, False, rounds=[0])
+      return 1 if any(wd.parent.name == "dkd" and wd.name == "seed_1" for wd in wds) else 0
+
+    def terminate(self):
+      pass
+
+    def wait(self):
+      return 0
+
+  res = sweep.run_sweep(
+    cells,
+    [flagfile],
+    launch=lambda cmd, log, cpus, env: Group(cmd),
+    log=_quiet,
+    runs_per_program=2,
+    poll_s=0,
+  )
+  assert [c[c.index("-m") + 1] for c in started] == ["experiments.group"] * 2
+  assert [[a for a in c if a.startswith("--cell=")] for c in started][0] == [
+    f"--cell=rand:0:{tmp_path / 'rand' / 'seed_0'}",
+    f"--cell=rand:1:{tmp_path / 'rand' / 'seed_1'}",
+  ]
+  assert [c.name for c, _ in res.failed] == ["dkd/seed_1"] and res.exit_code == 1
+  assert sorted(c.name for c in res.ran) == sorted(c.name for c in cells)
