@@ -1,10 +1,11 @@
 """One benchmark entry point; every comparison is measured side by side in this run.
 
-  python -m experiments.bench {model,engine,scoring,scores,scaling,all,ops} [--json=out.json]
+  python -m experiments.bench {model,engine,scoring,scores,scaling,all,ops,runs} [--json=out.json]
     [--quick]
 
 `all` = model, engine, scoring, scores, scaling; `ops` (the layers one by one vs torch, to
-find what holds the train step back) runs only when named. `scores`: the embedding-score
+find what holds the train step back) and `runs` (K runs in one program against K separate
+cells) run only when named. `scores`: the embedding-score
 device kernels vs numpy float64.
 
 Every section times with one timer (benchmarks/timing.py): the contenders of a row
@@ -35,7 +36,7 @@ from assft_jax import atomic
 from experiments.benchmarks import timing
 
 SECTIONS = ("model", "engine", "scoring", "scores", "scaling")
-EXTRA = ("ops",)
+EXTRA = ("ops", "runs")
 flags.DEFINE_string("json", None, "Also write the rows as JSON here.")
 flags.DEFINE_bool("quick", False, "Fewer sizes and repeats (a smoke check of the bench).")
 FLAGS = flags.FLAGS

@@ -244,3 +244,22 @@ def test_scoring_quick_path_runs():
   rows = bench.bench(["scoring"], quick=True)
   _check_timed(rows, [r["name"] for r in rows])
   assert len(rows) == 8 and [r.get("ref") for r in rows[:2]] == ["numpy float32", "O(N^2) numpy PD"]
+
+
+def test_runs_quick_path_runs(monkeypatch):
+  """The `runs` section at a tiny size: one row per form, each against the separate
+  cells, with the seconds per run-step on both sides."""
+  from experiments import bench
+  from experiments.benchmarks import runs
+
+  monkeypatch.setattr(runs, "SIZE", 16)
+  monkeypatch.setattr(runs, "ARCH", dict(init_filters=4, blocks_down=(1, 1, 1), out_channels=2))
+  monkeypatch.setattr(runs, "_separate_cells", lambda jobs, steps: 0.5)
+  rows = bench.bench(["runs"], quick=True)
+  assert [r["name"] for r in rows] == [
+    "K=1 alone, one process",
+    "K=4 map, one process",
+    "K=4 vmap, one process",
+  ]
+  for r in rows:
+    assert r["ref_s"] == 0.5 and r["ratio"] == r["jax_s"] / 0.5 and r["jax_s"] > 0
