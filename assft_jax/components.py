@@ -67,7 +67,7 @@ def kernel(cfg: config_lib.RunConfig) -> tuple[str, str]:
 
 def provenance(cfg: config_lib.RunConfig, program: str = "alone") -> dict:
   """What made a run's numbers, besides its config: the conv kernel and precision, how
-  its training ran (`program`: "alone", or "map" / "vmap" with other runs in one program,
+  its training ran (`program`: "alone", or "loop" / "vmap" with other runs in one process,
   assft_jax.group), the jax and jaxlib versions, the backend and device kind, and the
   source commit (with "+dirty" when the checkout has uncommitted changes; None outside a
   git checkout)."""

@@ -27,9 +27,10 @@ flags.DEFINE_multi_string("cell", [], "A cell, TOKEN:SEED:WORKDIR (repeat the fl
 flags.DEFINE_enum(
   "batched",
   "auto",
-  ["auto", "map", "vmap"],
-  "How the runs share a program: map loops them inside it (each run exactly as alone), "
-  "vmap vectorises them; auto: map on a CPU, vmap on an accelerator.",
+  ["auto", "loop", "vmap"],
+  "How the runs share the device: loop applies each run's own step in turn (each run "
+  "exactly as alone), vmap vectorises them into one jitted step; auto: loop on a CPU, "
+  "vmap on an accelerator.",
 )
 FLAGS = flags.FLAGS
 

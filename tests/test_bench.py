@@ -258,7 +258,7 @@ def test_runs_quick_path_runs(monkeypatch):
   rows = bench.bench(["runs"], quick=True)
   assert [r["name"] for r in rows] == [
     "K=1 alone, one process",
-    "K=4 map, one process",
+    "K=4 loop, one process",
     "K=4 vmap, one process",
   ]
   for r in rows:

@@ -36,8 +36,8 @@ def alone1(tmp_path_factory, cache):
 
 def test_two_runs_in_one_program_end_as_they_end_alone(smoke, alone1, tmp_path, cache):
   """Seeds 0 and 1 of smoke.flags (ASSFT: init, stage 1 and stage 3 in each round) as one
-  group, against each alone (seed 0: the session's smoke run). On a CPU the group loops
-  the runs inside its program, so each computes what it computes alone."""
+  group, against each alone (seed 0: the session's smoke run). On a CPU the group applies
+  each run's own step in turn, so each computes what it computes alone."""
   _, _, alone0 = smoke
   cfgs = [smoke_cfg(tmp_path / f"g{s}", cache, f"--seed={s}") for s in (0, 1)]
   batchers = []
@@ -46,14 +46,14 @@ def test_two_runs_in_one_program_end_as_they_end_alone(smoke, alone1, tmp_path, 
     batchers.append(batcher)
     return loop.run(cfg, batcher=batcher)
 
-  got = group.run_group(cfgs, run, batched="map")
+  got = group.run_group(cfgs, run, batched="loop")
   _same(got[0], alone0)
   _same(got[1], alone1)
   # Round 0 of both came from the cache (the smoke run and the alone run trained it);
   # every later stage (stage 1 and 3 of rounds 1-2) trained both runs in one program.
   assert batchers[0].programs == [2, 2, 2, 2]
   made = json.loads((tmp_path / "g1" / "summary.json").read_text())["made_with"][-1]
-  assert made["program"] == "map"
+  assert made["program"] == "loop"
 
 
 def test_a_killed_group_resumes_with_nothing_lost(smoke, alone1, tmp_path, cache):

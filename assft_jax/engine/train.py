@@ -179,25 +179,15 @@ def make_train_step(
 ) -> StepFn:
   """step(state, batch, rng, halt=None) -> (state, metrics).
 
-  runs=K >= 1 makes the step of K independent runs at once, over a leading run axis:
-  every array of the state, the batch ([K, B, ...]), the rng ([K] keys) and halt ([K])
-  has it, and so does every metric (`fine_tune_runs` drives it). `batched` says how:
-  "vmap" vectorises the runs (the K runs' convolutions become one grouped convolution on
-  an accelerator: the throughput mode), "map" loops over them inside the one program
-  (`lax.map`: each run computes exactly what it computes alone, one dispatch for all). A
-  vmapped run equals the run alone up to float32 summation order, which AdamW's first
-  steps amplify on near-zero gradients; a mapped run equals it exactly.
-
-  batch: {"image": [B, D, H, W, Cin] f32, "label": [B, D, H, W] int} on the host or
-  already sharded; B must divide by the mesh size. rng: a base key; the step uses
-  fold_in(rng, state["step"]) (for the augmentation when `augment_cfg` is given).
-  The state argument is donated. A non-finite loss or gradient leaves the state
-  unchanged (metrics["finite"] = False); `fine_tune` turns that into TrainingDiverged.
-  halt: a device bool scalar (None = False); when True the step applies nothing either.
-  `fine_tune` reads the metrics only every k steps, so it carries halt = "a step since the
-  last read was non-finite" on the device: the state then stays the last good one.
-  metrics: loss, dice_loss, ce, dice (hard batch Dice), grad_norm, finite (this step's
-  loss and gradient, whatever `halt`).
+  runs=K >= 1 makes the step of K independent runs at once (`fine_tune_runs` drives it).
+  `batched` says how. "vmap": one jitted program over a leading run axis (state, batch
+  [K, B, ...], rng [K] keys, halt [K], and every metric have it); the K runs'
+  convolutions become one grouped convolution on an accelerator, the throughput mode.
+  A vmapped run equals the run alone up to float32 summation order, which AdamW's first
+  steps amplify on near-zero gradients (a weight whose gradient is near AdamW's eps can
+  move by up to a learning rate). "loop": the single-run step applied to each run in turn
+  (the state a list of K states; batch, rng, halt and metrics as for vmap): each run
+  computes exactly what it computes alone, on any jax version.
   `step.jitted` is the jitted function (`step.jitted.traces()` = compilations).
   Remat of the encoder levels is a model option (SegResNetDS(remat=True)).
   """
@@ -242,13 +232,23 @@ def make_train_step(
 
   if runs:  # the run axis stays whole on every device; each run's batch is split
     data = NamedSharding(mesh, P(None, "data"))
-  if batched not in ("vmap", "map"):
-    raise ValueError(f"batched must be 'vmap' or 'map', got {batched!r}")
-  body = _step
-  if runs and batched == "vmap":
-    body = jax.vmap(_step)
-  elif runs:
-    body = lambda *args: jax.lax.map(lambda a: _step(*a), args)  # noqa: E731
+  if batched not in ("vmap", "loop"):
+    raise ValueError(f"batched must be 'vmap' or 'loop', got {batched!r}")
+  if runs and batched == "loop":
+    return _loop_step(
+      make_train_step(
+        module,
+        tx,
+        mesh,
+        num_classes,
+        precision=precision,
+        ds_weights=ds_weights,
+        augment_cfg=augment_cfg,
+        ignore_index=ignore_index,
+      ),
+      runs,
+    )
+  body = jax.vmap(_step) if runs else _step
   jitted = timing.jit(
     body,
     in_shardings=(repl, data, repl, repl),
@@ -266,6 +266,25 @@ def make_train_step(
   step.mesh = mesh
   step.runs = runs
   step.batched = batched if runs else None
+  return step
+
+
+def _loop_step(single: StepFn, runs: int) -> StepFn:
+  """The "loop" form of `make_train_step(runs=K)`: `single` on each run's state in turn."""
+
+  def step(states, batch, rng, halt=None):
+    outs = [
+      single(
+        states[i],
+        {key: v[i] for key, v in batch.items()},
+        rng[i],
+        None if halt is None else halt[i],
+      )
+      for i in range(runs)
+    ]
+    return [o[0] for o in outs], jax.tree.map(lambda *m: jnp.stack(m), *[o[1] for o in outs])
+
+  step.jitted, step.mesh, step.runs, step.batched = single.jitted, single.mesh, runs, "loop"
   return step
 
 
@@ -414,7 +433,8 @@ def fine_tune_runs(
   if step.runs != k:
     raise ValueError(f"fine_tune_runs: a step for {step.runs} runs, {k} runs given")
   its = [iter(r.loader) for r in runs]
-  state = stack([r.state for r in runs])
+  loop = step.batched == "loop"
+  state = [r.state for r in runs] if loop else stack([r.state for r in runs])
   rngs = jnp.stack([r.rng for r in runs])
   start = [int(r.state["step"]) for r in runs]
   halt = jnp.zeros((k,), bool)
@@ -444,7 +464,9 @@ def fine_tune_runs(
             continue
           one = {name: float(v[r]) for name, v in m.items()}
           if not one.pop("finite"):
-            failed[r] = _diverged_run(runs[r], unstack(state, k)[r], start[r] + at, epoch, one)
+            # a copy: the run keeps stepping (halted), and each step donates its buffers
+            now = jax.tree.map(jnp.copy, state[r]) if loop else unstack(state, k)[r]
+            failed[r] = _diverged_run(runs[r], now, start[r] + at, epoch, one)
             if logs[r] is not None:
               rec = {"round": runs[r].round_, "epoch": epoch, "step": start[r] + at}
               _append_jsonl(logs[r], {**rec, "diverged": True, **one})
@@ -465,7 +487,7 @@ def fine_tune_runs(
       histories[r].append(rec)
       if logs[r] is not None:
         _append_jsonl(logs[r], rec)
-  states = unstack(state, k)
+  states = state if loop else unstack(state, k)
   return [failed[r] if r in failed else (states[r], histories[r]) for r in range(k)]
 
 

@@ -5,8 +5,8 @@
 The train step of a benchmark cell (SegResNetDS init_filters 8, blocks 1,1,1,1, 8 classes,
 batch 2 x 32^3, augmentation, AdamW; the conv kernel "auto" picks) in three forms:
 - one process with K = 1, 4 and 16 runs in one program (`make_train_step(runs=K)`),
-  "map" (the runs looped inside the program, the CPU mode) and "vmap" (vectorised, the
-  accelerator mode), using every core;
+  "loop" (each run's own step in turn, the CPU mode) and "vmap" (one vectorised jitted
+  step, the accelerator mode), using every core;
 - the reference: K separate cells as a sweep runs them with --jobs, one process per core
   (each pinned to its core), each stepping its own run.
 A row's jax_s is the seconds per run-step of the program (its wall time per step / K),
@@ -62,7 +62,8 @@ def _program(k: int, batched: str):
   )  # fmt: skip
   rng = np.random.default_rng(0)
   if k:
-    state = stack([create_state(init_variables(module, jax.random.key(i)), tx) for i in range(k)])
+    states = [create_state(init_variables(module, jax.random.key(i)), tx) for i in range(k)]
+    state = states if batched == "loop" else stack(states)
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(k)])
   else:
     state = create_state(init_variables(module, jax.random.key(0)), tx)
@@ -80,7 +81,7 @@ def _program(k: int, batched: str):
 
 def _child(steps: int) -> None:
   """One separate cell: `steps` single-run steps after a warm-up; prints its seconds."""
-  run = _program(0, "map")
+  run = _program(0, "loop")
   timing.block(run(2))
   t0 = time.perf_counter()
   timing.block(run(steps))
@@ -115,9 +116,9 @@ def run(quick: bool) -> list[dict]:
   ks = QUICK_KS if quick else KS
   steps = 3 if quick else 10
   jobs = len(os.sched_getaffinity(0))
-  forms = {(1, "alone"): _program(0, "map")}
+  forms = {(1, "alone"): _program(0, "loop")}
   for k in ks[1:]:
-    for batched in ("map", "vmap"):
+    for batched in ("loop", "vmap"):
       forms[(k, batched)] = _program(k, batched)
   ref_name = f"{jobs} separate cells (--jobs={jobs}, one core each)"
   n = {key: max(1, steps * 4 // max(4, key[0])) for key in forms}  # ~equal time per call
