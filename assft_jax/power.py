@@ -38,27 +38,33 @@ SETS = ("well", "poor")
 RULES = {
   "strata": "well: every stratum of --stratify_by in its share of the pool; poor: the "
   "largest stratum only",
+  "minority": "well: every stratum of --stratify_by in its share of the pool; poor: the "
+  "smallest stratum only (as a query that over-draws one minority group of cases)",
   "similarity": "well: k-center greedy on the cases' E(0) embeddings (cosine) from their "
   "medoid, a set that covers the pool; poor: the k mutually most similar cases (the case "
   "whose k - 1 nearest neighbours are closest, and those neighbours)",
 }
 
 
-def choose_sets(pool: Sequence[str], groups: Mapping[str, str], k: int) -> dict[str, list[str]]:
+def choose_sets(
+  pool: Sequence[str], groups: Mapping[str, str], k: int, poor: str = "largest"
+) -> dict[str, list[str]]:
   """{"well": ids, "poor": ids}, k each, from the pool (dataset order within a stratum).
 
   well: every stratum at least once, the rest by the largest remainder of its pool
         share (a representative set, as a stratified sample would draw it);
-  poor: the largest stratum only (a majority-scanner set).
+  poor: the largest stratum only (a majority-scanner set), or with poor="smallest" the
+        smallest stratum only (a query that over-draws one minority group).
   """
   by: dict[str, list[str]] = {}
   for c in pool:
     by.setdefault(groups[c], []).append(c)
   strata = sorted(by, key=lambda g: (-len(by[g]), g))
-  if k < len(strata) or k > len(by[strata[0]]):
+  only = strata[0] if poor == "largest" else strata[-1]
+  if k < len(strata) or k > len(by[only]):
     raise config_lib.ConfigError(
       f"--set_size={k}: needs at least one case per stratum ({len(strata)}) and at most "
-      f"the largest stratum's {len(by[strata[0]])} cases"
+      f"the {poor} stratum's {len(by[only])} cases"
     )
   quota = {g: k * len(by[g]) / len(pool) for g in strata}
   take = {g: max(1, math.floor(quota[g])) for g in strata}
@@ -69,7 +75,7 @@ def choose_sets(pool: Sequence[str], groups: Mapping[str, str], k: int) -> dict[
   while sum(take.values()) > k:  # the minimum of 1 overshot: trim the largest stratum
     take[strata[0]] -= 1
   well = [c for g in strata for c in by[g][: take[g]]]
-  return {"well": well, "poor": by[strata[0]][:k]}
+  return {"well": well, "poor": by[only][:k]}
 
 
 def run_extent(cfg: config_lib.RunConfig, pool_size: int) -> tuple[int, int]:
@@ -143,7 +149,7 @@ def measure(
   """
   if rule not in RULES:
     raise config_lib.ConfigError(f"--sets={rule!r}: expected one of {', '.join(RULES)}")
-  if rule == "strata" and not cfg.data.stratify_by:
+  if rule in ("strata", "minority") and not cfg.data.stratify_by:
     raise config_lib.ConfigError(
       "--stratify_by is empty: the power measurement's strata sets need it (e.g. "
       "scanner,hard), or choose the sets by similarity (--sets=similarity)"
@@ -160,8 +166,8 @@ def measure(
   run_k, run_steps = run_extent(cfg, len(pool))
   k = run_k if k is None else k
   steps = run_steps if steps is None else steps
-  if rule == "strata":
-    sets = choose_sets(pool, groups, k)
+  if rule in ("strata", "minority"):
+    sets = choose_sets(pool, groups, k, "largest" if rule == "strata" else "smallest")
   else:
     sets = similarity_sets(pool, components.Trainer.open(base, data).embed0(pool), k)
   spe = _steps_per_epoch(cfg, k)

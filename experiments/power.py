@@ -36,10 +36,11 @@ flags.DEFINE_string("seeds", "0-4", "Training seeds, e.g. 0-4 or 0,1,2.")
 flags.DEFINE_enum(
   "sets",
   "strata",
-  ["strata", "similarity"],
+  ["strata", "minority", "similarity"],
   "How the well and poorly chosen sets are drawn: strata = every --stratify_by stratum in "
-  "its share against the largest stratum only; similarity = a set covering the pool in "
-  "E(0) embedding space against the k mutually most similar cases.",
+  "its share against the largest stratum only; minority = the same against the smallest "
+  "stratum only; similarity = a set covering the pool in E(0) embedding space against "
+  "the k mutually most similar cases.",
 )
 FLAGS = flags.FLAGS
 

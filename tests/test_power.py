@@ -120,3 +120,13 @@ def test_similarity_sets_by_hand():
   assert sets == {"well": ["t0", "a120", "a200"], "poor": ["t0", "t5", "t10"]}
   with pytest.raises(ConfigError, match="--set_size=7"):
     power.similarity_sets(ids, emb, 7)
+
+
+def test_minority_sets_take_the_smallest_stratum():
+  pool = [f"a{i}" for i in range(8)] + [f"b{i}" for i in range(4)] + ["c0", "c1", "c2"]
+  groups = {c: c[0] for c in pool}
+  sets = power.choose_sets(pool, groups, 3, poor="smallest")
+  assert sets["poor"] == ["c0", "c1", "c2"]
+  assert sets["well"] == power.choose_sets(pool, groups, 3)["well"]
+  with pytest.raises(ConfigError, match="smallest stratum's 3 cases"):
+    power.choose_sets(pool, groups, 4, poor="smallest")
